@@ -1,0 +1,3 @@
+"""WebSocket routes of every app, mounted by config/asgi.py."""
+
+websocket_urlpatterns: list = []

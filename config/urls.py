@@ -1,0 +1,14 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import path
+
+from config.api import api_v1, api_v2
+from core.health import health, ready
+
+urlpatterns = [
+    path("health", health, name="health"),
+    path("ready", ready, name="ready"),
+    path("api/v1/", api_v1.urls),
+    path("api/v2/", api_v2.urls),
+    path(settings.ADMIN_URL, admin.site.urls),
+]

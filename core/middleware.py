@@ -1,0 +1,60 @@
+"""What the contract promises on every response, in one async middleware (one hop, no thread switch)."""
+
+import re
+import uuid
+
+from asgiref.sync import markcoroutinefunction
+from django.conf import settings
+
+from core.errors import error_response
+from core.logging import request_id_var
+
+# Echo a caller's id only when it is a sane token: it ends up in our logs and response headers.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_API_PREFIX = "/api/"
+
+
+class ContractMiddleware:
+    """Request ids, the request body limit, and JSON error bodies for API paths that Django answered itself.
+
+    - `X-Request-ID`: echoed when the client sent a valid one, generated otherwise; bound to the log context.
+    - A declared body over MAX_REQUEST_BODY_BYTES is refused with `413` before any view reads it.
+    - Under /api/, a non-JSON error (an unknown path's `404`, a `405` from the router) becomes the contract's body.
+    """
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        try:
+            response = await self._respond(request)
+        finally:
+            request_id_var.reset(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+    async def _respond(self, request):
+        declared_length = request.META.get("CONTENT_LENGTH") or "0"
+        if declared_length.isdigit() and int(declared_length) > settings.MAX_REQUEST_BODY_BYTES:
+            return error_response(
+                413, f"Request body exceeds the limit of {settings.MAX_REQUEST_BODY_BYTES} bytes.", "payload_too_large"
+            )
+        response = await self.get_response(request)
+        if (
+            response.status_code >= 400
+            and request.path.startswith(_API_PREFIX)
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            replacement = error_response(response.status_code, response.reason_phrase)
+            if response.has_header("Allow"):
+                replacement["Allow"] = response["Allow"]
+            return replacement
+        return response
