@@ -1,6 +1,12 @@
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 from django.db.models.functions import Lower
+
+
+class CaseInsensitiveUserManager(UserManager):
+    def get_by_natural_key(self, username):
+        # Usernames are unique regardless of case, so logging in is case-insensitive too.
+        return self.get(username__iexact=username)
 
 
 class User(AbstractUser):
@@ -8,6 +14,10 @@ class User(AbstractUser):
 
     email = models.EmailField("email address")
     display_name = models.CharField(max_length=150, blank=True)
+    # Bumped by "log out everywhere": access tokens carry the generation they were issued in.
+    token_generation = models.PositiveIntegerField(default=0, editable=False)
+
+    objects = CaseInsensitiveUserManager()
 
     REQUIRED_FIELDS = ["email"]
 
@@ -25,3 +35,32 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.username
+
+
+class RefreshTokenFamily(models.Model):
+    """One login's chain of refresh tokens. Only the newest token of the chain (`current_jti`) is valid;
+    presenting an older one means it was stolen or replayed, and the whole family is revoked."""
+
+    class RevokedReason(models.TextChoices):
+        LOGOUT = "logout", "logged out"
+        REUSE = "reuse", "rotated token reused"
+        PASSWORD_CHANGE = "password_change", "password changed"
+        DEACTIVATED = "deactivated", "user deactivated"
+        LOGGED_OUT_EVERYWHERE = "logged_out_everywhere", "logged out everywhere"
+
+    id = models.UUIDField(primary_key=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="token_families")
+    current_jti = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_rotated_at = models.DateTimeField(null=True, blank=True)
+    rotations = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=32, choices=RevokedReason.choices, blank=True)
+
+    class Meta:
+        verbose_name_plural = "refresh token families"
+        indexes = [models.Index(fields=["user", "revoked_at"], name="accounts_family_user_live")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.id}"

@@ -1,12 +1,17 @@
 """The two API versions and the handlers that turn every failure into the contract's error body."""
 
 import logging
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
+from django.urls import Resolver404, resolve
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
+from accounts.api import auth_router, users_router
 from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
 from core.renderers import ORJSONParser, ORJSONRenderer
@@ -26,7 +31,8 @@ def _respond(api: NinjaAPI, request, status: int, body: dict, headers: dict | No
 
 def _install_error_handlers(api: NinjaAPI) -> None:
     def service_error(request, exc: ServiceError):
-        return _respond(api, request, exc.status, error_body(exc.status, exc.detail, exc.code), exc.headers)
+        body = error_body(exc.status, exc.detail, exc.code, **exc.extra)
+        return _respond(api, request, exc.status, body, exc.headers)
 
     def validation_error(request, exc: ValidationError):
         issues = [{key: issue.get(key) for key in _VALIDATION_ISSUE_KEYS} for issue in exc.errors]
@@ -66,20 +72,65 @@ def _install_error_handlers(api: NinjaAPI) -> None:
     api.add_exception_handler(ServiceError, service_error)
 
 
-def _build_api(version: str, description: str) -> NinjaAPI:
-    api = NinjaAPI(
-        title="Backend API",
-        version=f"{version}.0",
-        description=description,
-        urls_namespace=f"api-{version}",
-        docs_url="/docs",
-        openapi_url="/openapi.json",
-        renderer=ORJSONRenderer(),
-        parser=ORJSONParser(),
-    )
+class DeprecatedNinjaAPI(NinjaAPI):
+    """An API version still served but superseded: every response says so (RFC 8594 Sunset, RFC 8288 Link)."""
+
+    def __init__(self, *args, prefix: str, successor_prefix: str, sunset: datetime, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix = prefix
+        self.successor_prefix = successor_prefix
+        self.sunset_header = format_datetime(sunset, usegmt=True)
+        # route pattern -> whether the successor version serves the same route
+        self._successor_serves: dict[str, bool] = {}
+
+    def create_response(self, request, *args, **kwargs):
+        response = super().create_response(request, *args, **kwargs)
+        response["Deprecation"] = "true"
+        response["Sunset"] = self.sunset_header
+        successor_path = self._successor_path(request)
+        if successor_path:
+            response["Link"] = f'<{successor_path}>; rel="successor-version"'
+        return response
+
+    def _successor_path(self, request) -> str | None:
+        if not request.path.startswith(self.prefix) or request.resolver_match is None:
+            return None
+        candidate = self.successor_prefix + request.path.removeprefix(self.prefix)
+        route = request.resolver_match.route
+        if route not in self._successor_serves:
+            try:
+                resolve(candidate)
+                self._successor_serves[route] = True
+            except Resolver404:
+                self._successor_serves[route] = False
+        return candidate if self._successor_serves[route] else None
+
+
+def _configure(api: NinjaAPI) -> NinjaAPI:
     _install_error_handlers(api)
+    # Accounts have the same shape in both versions: one router, mounted twice.
+    api.add_router("/auth", auth_router)
+    api.add_router("/users", users_router)
     return api
 
 
-api_v1 = _build_api("1", "Legacy version, still served. See v2 for the current one.")
-api_v2 = _build_api("2", "Current version.")
+_COMMON = {
+    "title": "Backend API",
+    "docs_url": "/docs",
+    "openapi_url": "/openapi.json",
+    "renderer": ORJSONRenderer(),
+    "parser": ORJSONParser(),
+}
+
+api_v2 = _configure(NinjaAPI(version="2.0", description="Current version.", urls_namespace="api-2", **_COMMON))
+api_v1 = _configure(
+    DeprecatedNinjaAPI(
+        version="1.0",
+        description="Legacy version, still served until its Sunset date. See v2 for the current one.",
+        urls_namespace="api-1",
+        prefix="/api/v1/",
+        successor_prefix="/api/v2/",
+        sunset=datetime.combine(settings.API_V1_SUNSET, datetime.max.time(), tzinfo=UTC).replace(microsecond=0),
+        **_COMMON,
+    )
+)

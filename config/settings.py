@@ -5,6 +5,7 @@ so `make run` works on a bare machine; DATABASE_URL and REDIS_URL switch to Post
 Every variable read here is documented in README.md and .env.example.
 """
 
+from datetime import date
 from pathlib import Path
 
 import dj_database_url
@@ -128,7 +129,7 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "memory://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "memory://localhost/"
 # Without a broker the embedded default runs tasks in-process, at the moment they are enqueued.
 CELERY_TASK_ALWAYS_EAGER = not (env_str("CELERY_BROKER_URL") or REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -151,11 +152,37 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# JWT (RFC 8725): one pinned algorithm, every registered claim required, access and refresh never interchangeable.
+JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY") or SECRET_KEY
+JWT_ALGORITHM = "HS256"
+JWT_ISSUER = env_str("JWT_ISSUER", "backend")
+JWT_AUDIENCE = env_str("JWT_AUDIENCE", "backend-api")
+JWT_ACCESS_TTL_SECONDS = env_int("JWT_ACCESS_TTL_SECONDS", 15 * 60, minimum=30)
+JWT_REFRESH_TTL_SECONDS = env_int("JWT_REFRESH_TTL_SECONDS", 7 * 24 * 3600, minimum=60)
+# Brute-force guard: this many failed logins per username and client address within the window -> 429.
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=1)
+
+# --- Email ----------------------------------------------------------------------------------------------
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH") or str(DATA_DIR / "mail")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "no-reply@localhost")
+
 # --- HTTP -----------------------------------------------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 READY_CHECK_TIMEOUT_SECONDS = env_int("READY_CHECK_TIMEOUT_MS", 2000, minimum=50) / 1000
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+# The day /api/v1 stops being served, announced in its Sunset header.
+API_V1_SUNSET = date.fromisoformat(env_str("API_V1_SUNSET", "2027-12-31"))
+# How many reverse proxies in front of us append to X-Forwarded-For; 0 trusts none and uses the peer address.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 CORS_EXPOSE_HEADERS = ["X-Request-ID", "Location", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
 
 # Production hardening: `manage.py check --deploy --fail-level WARNING` passes with DJANGO_DEBUG=false.

@@ -31,13 +31,17 @@ class ServiceError(Exception):
 
     status = 400
 
-    def __init__(self, detail: str, *, code: str | None = None, status: int | None = None, headers=None) -> None:
+    def __init__(
+        self, detail, *, code: str | None = None, status: int | None = None, headers=None, extra=None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if status is not None:
             self.status = status
         self.code = code or code_for_status(self.status)
         self.headers = dict(headers or {})
+        # Further body fields beside detail and code (e.g. retry_after).
+        self.extra = dict(extra or {})
 
 
 class NotAuthenticated(ServiceError):
@@ -62,6 +66,25 @@ class Conflict(ServiceError):
 
 class ServiceUnavailable(ServiceError):
     status = 503
+
+
+class RateLimited(ServiceError):
+    status = 429
+
+    def __init__(self, retry_after: int, detail: str = "Too many requests; try again later.", **kwargs):
+        retry_after = max(int(retry_after), 1)
+        super().__init__(
+            detail, headers={"Retry-After": str(retry_after)}, extra={"retry_after": retry_after}, **kwargs
+        )
+
+
+class InvalidInput(ServiceError):
+    """Input that passed the schema but not a domain rule, reported in the shape of a validation error."""
+
+    status = 422
+
+    def __init__(self, *, loc: list, msg: str, type: str):
+        super().__init__([{"loc": loc, "msg": msg, "type": type}], code="validation_error")
 
 
 def error_body(status: int, detail, code: str | None = None, **extra) -> dict:

@@ -1,9 +1,18 @@
-"""The suite runs against real PostgreSQL and Redis (`make test` points at the local ones) and says so loudly."""
+"""The suite runs against real PostgreSQL and Redis (`make test` points at the local ones) and says so loudly.
+
+Fixtures shared by every app's tests: users, tokens, and real server processes on the test database.
+"""
+
+import itertools
 
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+
+from tests.helpers import ServerProcess, clean_env
+
+DEFAULT_PASSWORD = "correct horse battery staple"
 
 
 def _require_services() -> None:
@@ -30,7 +39,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         try:
             connection.ensure_connection()
-        except Exception as exc:  # noqa: BLE001 - any driver error means the same thing here
+        except Exception as exc:  # any driver error means the same thing here
             pytest.exit(f"PostgreSQL is unreachable via DATABASE_URL: {exc}", returncode=3)
 
 
@@ -41,3 +50,54 @@ def _clean_redis():
     client.flushdb()
     yield
     client.close()
+
+
+_usernames = itertools.count(1)
+
+
+@pytest.fixture
+def make_user():
+    """Create an active user; `make_user(is_staff=True)` for staff. Password: DEFAULT_PASSWORD."""
+    from accounts.models import User
+
+    def make(username: str | None = None, password: str = DEFAULT_PASSWORD, **fields) -> User:
+        username = username or f"user{next(_usernames)}"
+        fields.setdefault("email", f"{username}@example.com")
+        return User.objects.create_user(username=username, password=password, **fields)
+
+    return make
+
+
+@pytest.fixture
+def issue_tokens():
+    """A real login for `user` (a refresh family in the database), without going through the endpoint."""
+    from accounts.services import _family_start
+
+    return _family_start
+
+
+@pytest.fixture
+def bearer(issue_tokens):
+    """`bearer(user)` -> headers carrying a fresh access token for that user."""
+
+    def headers_for(user) -> dict[str, str]:
+        return {"Authorization": f"Bearer {issue_tokens(user).access_token}"}
+
+    return headers_for
+
+
+def child_process_env(**overrides: str) -> dict[str, str]:
+    """Environment for a child process (server, worker) that must share this run's test database and Redis."""
+    database = settings.DATABASES["default"]
+    credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
+    url = f"postgresql://{credentials}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    return clean_env(DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, LOG_LEVEL="INFO", **overrides)
+
+
+@pytest.fixture
+def live_server_process(transactional_db, tmp_path):
+    """The project served by a real daphne process on the test database. Tests using it commit their data
+    (transactional_db) so the server sees it."""
+    server = ServerProcess(child_process_env(), tmp_path / "server.log")
+    yield server
+    server.stop()

@@ -1,19 +1,6 @@
 """Smoke test of the embedded default: the real server process with none of the project's variables set."""
 
-import json
-import subprocess
-import time
-import urllib.request
-
-from tests.helpers import PROJECT_ROOT, PYTHON, clean_env, free_port, run_manage
-
-
-def _get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+from tests.helpers import ServerProcess, clean_env, http_json, run_manage
 
 
 def test_server_starts_and_serves_with_no_configuration(tmp_path):
@@ -21,43 +8,36 @@ def test_server_starts_and_serves_with_no_configuration(tmp_path):
     migrated = run_manage("migrate", "--noinput", env=env)
     assert migrated.returncode == 0, migrated.stderr
 
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server = ServerProcess(env, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status, body = _get(f"{base}/health")
-                break
-            except OSError:
-                assert server.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "server did not come up:\n" + log_path.read_text()
-                time.sleep(0.2)
-        assert (status, body) == (200, {"status": "ok"})
+        assert http_json(f"{server.base_url}/health") == (200, {"status": "ok"})
 
-        status, body = _get(f"{base}/ready")
+        status, body = http_json(f"{server.base_url}/ready")
         assert status == 200
         assert body["checks"] == {"database": "ok", "cache": "ok", "channel_layer": "ok"}
 
-        status, schema = _get(f"{base}/api/v1/openapi.json")
+        status, schema = http_json(f"{server.base_url}/api/v1/openapi.json")
         assert status == 200
-        assert schema["info"]["version"] == "1.0"
+        assert "/api/v1/auth/token" in schema["paths"]
+
+        # The in-process stand-ins work end to end: register, log in, read the profile, log out.
+        credentials = {"username": "smoke", "email": "smoke@example.com", "password": "a long smoke password"}
+        assert http_json(f"{server.base_url}/api/v2/auth/register", method="POST", body=credentials)[0] == 201
+        login = {"username": "smoke", "password": credentials["password"]}
+        status, pair = http_json(f"{server.base_url}/api/v2/auth/token", method="POST", body=login)
+        assert status == 200
+        bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+        assert http_json(f"{server.base_url}/api/v2/users/me", headers=bearer)[1]["username"] == "smoke"
+        logout = {"refresh_token": pair["refresh_token"]}
+        status, _ = http_json(f"{server.base_url}/api/v2/auth/logout", method="POST", body=logout, headers=bearer)
+        assert status == 204
+        assert http_json(f"{server.base_url}/api/v2/users/me", headers=bearer)[0] == 401
     finally:
-        server.terminate()
-        server.wait(timeout=15)
+        server.stop()
 
     assert (tmp_path / "db.sqlite3").exists()
-    startup = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    backends = next(entry["backends"] for entry in startup if entry.get("logger") == "core.startup")
+    startup = next(entry for entry in server.log_lines() if entry.get("logger") == "core.startup")
+    backends = startup["backends"]
     assert backends["database"].startswith("sqlite")
     assert backends["cache"] == "local-memory"
     assert backends["channel_layer"] == "in-memory"

@@ -1,0 +1,125 @@
+"""Accounts endpoints: registration, tokens, the caller's profile and the user directory."""
+
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse
+from ninja import Query, Router
+
+from accounts import selectors, services
+from accounts.auth import jwt_auth, staff_required
+from accounts.schemas import (
+    LogoutIn,
+    PasswordChangeIn,
+    RefreshIn,
+    RegisterIn,
+    TokenIn,
+    TokenPairOut,
+    UserOut,
+    UserPatchIn,
+    UserPublic,
+)
+from core.net import client_ip
+from core.pagination import Page, PageParams
+from core.params import ObjectId
+from core.schemas import ErrorOut, RateLimitedOut, ValidationErrorOut
+
+auth_router = Router(tags=["auth"])
+users_router = Router(tags=["users"])
+
+UNAUTHENTICATED = {401: ErrorOut}
+INVALID = {422: ValidationErrorOut}
+
+
+@auth_router.post("/register", response={201: UserOut, 409: ErrorOut, **INVALID}, summary="Create an account")
+async def register(request, payload: RegisterIn, response: HttpResponse):
+    user = await sync_to_async(services.user_register)(
+        username=payload.username, email=payload.email, password=payload.password
+    )
+    response["Location"] = f"{request.path.rsplit('/auth/', 1)[0]}/users/{user.pk}"
+    return 201, user
+
+
+@auth_router.post(
+    "/token",
+    response={200: TokenPairOut, **UNAUTHENTICATED, **INVALID, 429: RateLimitedOut, 503: ErrorOut},
+    summary="Log in: exchange a username and password for a token pair",
+)
+async def obtain_token(request, payload: TokenIn):
+    return await services.token_obtain(
+        username=payload.username, password=payload.password, client_ip=client_ip(request)
+    )
+
+
+@auth_router.post(
+    "/refresh",
+    response={200: TokenPairOut, **UNAUTHENTICATED, **INVALID},
+    summary="Rotate a refresh token; the presented one stops working",
+)
+async def refresh_token(request, payload: RefreshIn):
+    return await sync_to_async(services.token_refresh)(refresh_token=payload.refresh_token)
+
+
+@auth_router.post(
+    "/logout",
+    auth=jwt_auth,
+    response={204: None, **UNAUTHENTICATED, **INVALID, 503: ErrorOut},
+    summary="Revoke the refresh token's family and the presented access token",
+)
+async def logout(request, payload: LogoutIn):
+    await services.token_logout(
+        user=request.auth, access_claims=request.token_claims, refresh_token=payload.refresh_token
+    )
+    return 204, None
+
+
+@users_router.get("/me", auth=jwt_auth, response={200: UserOut, **UNAUTHENTICATED}, summary="The caller's profile")
+async def me(request):
+    return request.auth
+
+
+@users_router.patch(
+    "/me",
+    auth=jwt_auth,
+    response={200: UserOut, **UNAUTHENTICATED, 409: ErrorOut, **INVALID},
+    summary="Change the caller's email or display name",
+)
+async def update_me(request, payload: UserPatchIn):
+    changes = payload.model_dump(exclude_unset=True, exclude_none=True)
+    return await sync_to_async(services.user_update_profile)(user=request.auth, **changes)
+
+
+@users_router.post(
+    "/me/password",
+    auth=jwt_auth,
+    response={204: None, 400: ErrorOut, **UNAUTHENTICATED, **INVALID, 429: RateLimitedOut, 503: ErrorOut},
+    summary="Change the caller's password; every session of the user is logged out",
+)
+async def change_password(request, payload: PasswordChangeIn):
+    await services.user_change_password(
+        user=request.auth, current_password=payload.current_password, new_password=payload.new_password
+    )
+    return 204, None
+
+
+@users_router.get(
+    "/", auth=jwt_auth, response={200: Page[UserPublic], **UNAUTHENTICATED, **INVALID}, summary="Active users"
+)
+async def list_users(request, params: Query[PageParams]):
+    return await selectors.user_public_list(params=params)
+
+
+@users_router.get("/{user_id}", response={200: UserPublic, 404: ErrorOut, **INVALID}, summary="One active user")
+async def get_user(request, user_id: ObjectId):
+    return await selectors.user_public_get(user_id=user_id)
+
+
+@users_router.delete(
+    "/{user_id}",
+    auth=jwt_auth,
+    response={204: None, **UNAUTHENTICATED, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, **INVALID},
+    summary="Staff only: deactivate a user (data kept) and revoke all their tokens",
+)
+@staff_required
+async def deactivate_user(request, user_id: ObjectId):
+    user = await selectors.user_get_active(user_id=user_id)
+    await sync_to_async(services.user_deactivate)(user=user, actor=request.auth)
+    return 204, None

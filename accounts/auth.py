@@ -1,0 +1,58 @@
+"""Bearer authentication for every protected endpoint, and the staff-only requirement."""
+
+import functools
+import logging
+
+from ninja.security import HttpBearer
+
+from accounts import tokens
+from accounts.denylist import is_access_token_denied
+from accounts.models import User
+from core.errors import PermissionDenied, ServiceUnavailable
+from core.store import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class JWTAuth(HttpBearer):
+    """Accepts a live access token of an active user: one signature check (inline, microseconds), one store
+    lookup for revocation and one query for the user. Returning None makes ninja answer 401."""
+
+    async def authenticate(self, request, token: str) -> User | None:
+        try:
+            claims = tokens.verify(token, token_type=tokens.ACCESS)
+        except tokens.InvalidToken as exc:
+            logger.info("access token refused: %s", exc)
+            return None
+        try:
+            if await is_access_token_denied(claims["jti"]):
+                logger.info("access token refused: revoked")
+                return None
+        except StoreUnavailable as exc:
+            # Revocation cannot be checked; accepting the token could accept a logged-out one.
+            logger.error("token denylist unavailable: %s", exc)
+            raise ServiceUnavailable(
+                "Authentication is temporarily unavailable; try again shortly.", code="auth_unavailable"
+            ) from None
+        user = await User.objects.filter(pk=int(claims["sub"]), is_active=True).afirst()
+        if user is None or user.token_generation != claims["gen"]:
+            logger.info("access token refused: user inactive or logged out everywhere")
+            return None
+        request.user = user
+        request.token_claims = claims
+        return user
+
+
+jwt_auth = JWTAuth()
+
+
+def staff_required(view):
+    """For endpoints behind `jwt_auth` that only staff may call: `403` for everyone else."""
+
+    @functools.wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        if not request.auth.is_staff:
+            raise PermissionDenied("Only staff can do this.")
+        return await view(request, *args, **kwargs)
+
+    return wrapper

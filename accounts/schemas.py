@@ -1,0 +1,84 @@
+from datetime import datetime
+from typing import Annotated
+
+from django.contrib.auth.models import BaseUserManager
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from ninja import Field, Schema
+from pydantic import AfterValidator, ConfigDict
+
+# Generous, but bounded: hashing an unbounded password is a cheap way to burn our CPU.
+MAX_PASSWORD_LENGTH = 1024
+
+
+def _valid_email(value: str) -> str:
+    value = value.strip()
+    try:
+        validate_email(value)
+    except DjangoValidationError:
+        raise ValueError("Enter a valid email address.") from None
+    return BaseUserManager.normalize_email(value)
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
+Username = Annotated[str, Field(min_length=1, max_length=150, pattern=r"^[\w.@+-]+$")]
+Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+JWT = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class StrictSchema(Schema):
+    """Unknown fields are refused rather than silently ignored (a typo in a PATCH must not look like success)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterIn(StrictSchema):
+    username: Username
+    email: Email
+    password: Password
+
+
+class TokenIn(StrictSchema):
+    username: Annotated[str, Field(min_length=1, max_length=254)]
+    password: Password
+
+
+class RefreshIn(StrictSchema):
+    refresh_token: JWT
+
+
+class LogoutIn(StrictSchema):
+    refresh_token: JWT
+
+
+class PasswordChangeIn(StrictSchema):
+    current_password: Password
+    new_password: Password
+
+
+class UserPatchIn(StrictSchema):
+    email: Email | None = None
+    display_name: Annotated[str, Field(max_length=150)] | None = None
+
+
+class TokenPairOut(Schema):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserOut(Schema):
+    id: int
+    username: str
+    email: str
+    display_name: str
+    is_staff: bool
+    date_joined: datetime
+
+
+class UserPublic(Schema):
+    id: int
+    username: str
+    display_name: str
+    date_joined: datetime

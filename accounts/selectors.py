@@ -1,0 +1,29 @@
+"""Reads of the accounts app; everything returned is evaluated."""
+
+from accounts.models import User
+from core.errors import NotFound
+from core.pagination import PageParams, paginate
+
+PUBLIC_USER_FIELDS = ("id", "username", "display_name", "date_joined")
+
+
+def _active_users():
+    return User.objects.filter(is_active=True)
+
+
+async def user_public_list(*, params: PageParams) -> dict:
+    return await paginate(_active_users().only(*PUBLIC_USER_FIELDS).order_by("id"), params)
+
+
+async def user_public_get(*, user_id: int) -> User:
+    user = await _active_users().only(*PUBLIC_USER_FIELDS).filter(pk=user_id).afirst()
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+async def user_get_active(*, user_id: int) -> User:
+    user = await _active_users().filter(pk=user_id).afirst()
+    if user is None:
+        raise NotFound("No such user.")
+    return user

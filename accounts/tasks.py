@@ -1,0 +1,29 @@
+import logging
+
+from celery import shared_task
+from django.core.cache import cache
+
+from accounts.models import User
+from accounts.services import welcome_email_send
+
+logger = logging.getLogger(__name__)
+
+# Long enough to outlive any redelivery of the same task.
+_SENT_MARKER_SECONDS = 7 * 24 * 3600
+
+
+@shared_task(bind=True, acks_late=True, max_retries=5, retry_backoff=True, retry_jitter=True)
+def send_welcome_email(self, user_id: int) -> None:
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return
+    # Idempotent: a redelivered task (acks_late) does not mail the user twice.
+    marker = f"welcome-email-sent:{user_id}"
+    if not cache.add(marker, "1", timeout=_SENT_MARKER_SECONDS):
+        return
+    try:
+        welcome_email_send(user=user)
+    except OSError as exc:
+        cache.delete(marker)
+        logger.warning("welcome email to user %s failed, retrying: %s", user_id, exc)
+        raise self.retry(exc=exc) from exc
