@@ -3,6 +3,7 @@
 import functools
 import logging
 
+from django.contrib.auth.models import AnonymousUser
 from ninja.security import HttpBearer
 
 from accounts import tokens
@@ -43,7 +44,20 @@ class JWTAuth(HttpBearer):
         return user
 
 
+class OptionalJWTAuth(JWTAuth):
+    """For endpoints open to everyone that show more to some: no Authorization header means anonymous
+    (`request.auth` is an AnonymousUser), while a header that is present but invalid is still a `401`."""
+
+    async def __call__(self, request):
+        if "Authorization" not in request.headers:
+            return _ANONYMOUS
+        pending = super().__call__(request)
+        return await pending if pending is not None else None
+
+
+_ANONYMOUS = AnonymousUser()
 jwt_auth = JWTAuth()
+optional_jwt_auth = OptionalJWTAuth()
 
 
 def staff_required(view):
