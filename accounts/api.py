@@ -2,7 +2,7 @@
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse
-from ninja import Query, Router
+from ninja import Query, Router, Status
 
 from accounts import selectors, services
 from accounts.auth import jwt_auth, staff_required
@@ -35,7 +35,7 @@ async def register(request, payload: RegisterIn, response: HttpResponse):
         username=payload.username, email=payload.email, password=payload.password
     )
     response["Location"] = f"{request.path.rsplit('/auth/', 1)[0]}/users/{user.pk}"
-    return 201, user
+    return Status(201, user)
 
 
 @auth_router.post(
@@ -68,7 +68,7 @@ async def logout(request, payload: LogoutIn):
     await services.token_logout(
         user=request.auth, access_claims=request.token_claims, refresh_token=payload.refresh_token
     )
-    return 204, None
+    return Status(204, None)
 
 
 @users_router.get("/me", auth=jwt_auth, response={200: UserOut, **UNAUTHENTICATED}, summary="The caller's profile")
@@ -97,7 +97,7 @@ async def change_password(request, payload: PasswordChangeIn):
     await services.user_change_password(
         user=request.auth, current_password=payload.current_password, new_password=payload.new_password
     )
-    return 204, None
+    return Status(204, None)
 
 
 @users_router.get(
@@ -122,4 +122,4 @@ async def get_user(request, user_id: ObjectId):
 async def deactivate_user(request, user_id: ObjectId):
     user = await selectors.user_get_active(user_id=user_id)
     await sync_to_async(services.user_deactivate)(user=user, actor=request.auth)
-    return 204, None
+    return Status(204, None)

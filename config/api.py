@@ -29,7 +29,7 @@ def _respond(api: NinjaAPI, request, status: int, body: dict, headers: dict | No
     return response
 
 
-def _install_error_handlers(api: NinjaAPI) -> None:
+def install_error_handlers(api: NinjaAPI) -> None:
     def service_error(request, exc: ServiceError):
         body = error_body(exc.status, exc.detail, exc.code, **exc.extra)
         return _respond(api, request, exc.status, body, exc.headers)
@@ -107,7 +107,7 @@ class DeprecatedNinjaAPI(NinjaAPI):
 
 
 def _configure(api: NinjaAPI) -> NinjaAPI:
-    _install_error_handlers(api)
+    install_error_handlers(api)
     # Accounts have the same shape in both versions: one router, mounted twice.
     api.add_router("/auth", auth_router)
     api.add_router("/users", users_router)

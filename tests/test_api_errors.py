@@ -1,0 +1,146 @@
+"""What every API response promises: the contract's error bodies, request ids, the body size limit."""
+
+import http.client
+import json
+import logging
+import re
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+REGISTER = "/api/v1/auth/register"
+
+
+def test_unknown_api_path_is_a_json_404(client):
+    response = client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not Found", "code": "not_found"}
+
+
+def test_wrong_method_is_a_json_405_naming_the_allowed_ones(client):
+    response = client.put(REGISTER)
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert "POST" in response["Allow"]
+
+
+def test_validation_error_body(client):
+    response = client.post(REGISTER, {"username": "ok", "email": "bad"}, content_type="application/json")
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "validation_error"
+    locations = [issue["loc"][-1] for issue in body["detail"]]
+    assert "email" in locations and "password" in locations
+    assert all(set(issue) == {"loc", "msg", "type"} for issue in body["detail"])
+
+
+def test_validation_errors_never_echo_the_input(client):
+    response = client.post(REGISTER, {"username": "x", "password": "p" * 1025}, content_type="application/json")
+    assert response.status_code == 422
+    assert "ppppp" not in response.content.decode()
+
+
+@pytest.mark.parametrize("raw", ['{"username": ', "not json at all", "\x00\xff", "[1, 2", '{"a": NaN'])
+def test_malformed_json_is_a_400(client, raw):
+    response = client.post(REGISTER, raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("body", ["[]", "42", '"text"', "null", '{"username": {"nested": []}}'])
+def test_json_of_the_wrong_shape_is_a_422(client, body):
+    response = client.post(REGISTER, body, content_type="application/json")
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+
+
+def test_declared_oversized_body_is_refused_before_it_is_read(client, settings):
+    oversized = "x" * (settings.MAX_REQUEST_BODY_BYTES + 1)
+    response = client.post(REGISTER, json.dumps({"username": oversized}), content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+def test_chunked_oversized_body_is_refused(live_server_process, settings):
+    """No Content-Length to check up front: the limit applies when the body is read."""
+    connection = http.client.HTTPConnection("127.0.0.1", live_server_process.port, timeout=30)
+    chunk = b"x" * 65536
+    chunks = [b'{"username": "', *[chunk] * (settings.MAX_REQUEST_BODY_BYTES // len(chunk) + 1), b'"}']
+    connection.request(
+        "POST", REGISTER, body=iter(chunks), headers={"Content-Type": "application/json"}, encode_chunked=True
+    )
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["code"] == "payload_too_large"
+
+
+def test_request_id_is_echoed(client):
+    response = client.get("/health", headers={"X-Request-ID": "trace-abc.123:xyz"})
+    assert response["X-Request-ID"] == "trace-abc.123:xyz"
+
+
+def test_request_id_is_generated_when_absent(client):
+    first = client.get("/api/v1/users/1")["X-Request-ID"]
+    second = client.get("/api/v1/users/1")["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert first != second
+
+
+@pytest.mark.parametrize("unsafe", ["has spaces", "x" * 129, "new\\nline", "<script>"])
+def test_unsafe_request_ids_are_replaced(client, unsafe):
+    response = client.get("/health", headers={"X-Request-ID": unsafe})
+    assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-ID"])
+
+
+@pytest.mark.urls("tests.failing_urls")
+def test_unexpected_exception_is_a_500_with_the_request_id_and_is_logged(client, caplog):
+    with caplog.at_level(logging.ERROR, logger="api"):
+        response = client.get("/crashing/boom", headers={"X-Request-ID": "req-500-check"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "detail": "Internal server error.",
+        "code": "internal_error",
+        "request_id": "req-500-check",
+    }
+    assert "hunter2" not in response.content.decode()
+    record = next(r for r in caplog.records if r.name == "api")
+    assert record.exc_info and isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_request_id_reaches_the_servers_json_logs(live_server_process):
+    connection = http.client.HTTPConnection("127.0.0.1", live_server_process.port, timeout=10)
+    connection.request(
+        "GET", "/api/v1/users/me", headers={"Authorization": "Bearer garbage", "X-Request-ID": "log-me-1"}
+    )
+    assert connection.getresponse().status == 401
+    lines = [entry for entry in live_server_process.log_lines() if entry.get("request_id") == "log-me-1"]
+    assert lines and lines[0]["logger"] == "accounts.auth"
+    assert {"timestamp", "level", "logger", "message"} <= set(lines[0])
+
+
+def test_both_versions_serve_openapi_and_docs(client):
+    for version in ("v1", "v2"):
+        schema = client.get(f"/api/{version}/openapi.json")
+        assert schema.status_code == 200
+        assert schema.json()["openapi"].startswith("3.")
+        assert client.get(f"/api/{version}/docs").status_code == 200
+
+
+def test_every_operation_documents_its_error_responses(client):
+    schema = client.get("/api/v2/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert statuses - {"200", "201", "204"}, f"{method.upper()} {path} documents no error response"
+            if operation.get("security"):
+                assert "401" in statuses, f"{method.upper()} {path} is protected but does not document 401"
+
+
+def test_v1_is_marked_deprecated_with_a_link_to_v2(client):
+    response = client.get("/api/v1/users/1")
+    assert response["Deprecation"] == "true"
+    assert response["Sunset"].endswith("GMT")
+    assert response["Link"] == '</api/v2/users/1>; rel="successor-version"'
+    assert "Deprecation" not in client.get("/api/v2/users/1")
