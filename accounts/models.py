@@ -1,6 +1,7 @@
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils.crypto import salted_hmac
 
 
 class CaseInsensitiveUserManager(UserManager):
@@ -35,6 +36,13 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.username
+
+    def _get_session_auth_hash(self, secret=None):
+        # Django sessions (admin, chat page) end with a password change; folding the token generation in makes
+        # "log out everywhere" end them too, exactly like the user's JWTs.
+        key_salt = "accounts.User.get_session_auth_hash"
+        value = f"{self.password}:{self.token_generation}"
+        return salted_hmac(key_salt, value, secret=secret, algorithm="sha256").hexdigest()
 
 
 class RefreshTokenFamily(models.Model):

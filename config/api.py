@@ -12,6 +12,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
 from accounts.api import auth_router, users_router
+from chat.api import chat_router
 from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
 from core.renderers import ORJSONParser, ORJSONRenderer
@@ -108,9 +109,10 @@ class DeprecatedNinjaAPI(NinjaAPI):
 
 def _configure(api: NinjaAPI) -> NinjaAPI:
     install_error_handlers(api)
-    # Accounts have the same shape in both versions: one router, mounted twice.
+    # Accounts and chat have the same shape in both versions: one router each, mounted twice.
     api.add_router("/auth", auth_router)
     api.add_router("/users", users_router)
+    api.add_router("/chat", chat_router)
     return api
 
 

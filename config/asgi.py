@@ -9,12 +9,13 @@ from django.core.asgi import get_asgi_application
 # Django must be set up before anything imports models (consumers, routing).
 django_asgi_app = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from config.routing import websocket_urlpatterns  # noqa: E402
+from chat.routing import websocket_urlpatterns  # noqa: E402
 from core.backends import log_backends_in_use  # noqa: E402
+from core.websocket import browser_origin_validator  # noqa: E402
 
 log_backends_in_use("web server")
 
@@ -22,6 +23,8 @@ application = ProtocolTypeRouter(
     {
         # Static files (admin, API docs) are served by the app itself, so one image needs no extra web server.
         "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        # Origins outside ALLOWED_HOSTS are refused at the handshake; the session cookie identifies browser users
+        # (API clients present a single-use ticket instead, checked by the consumer).
+        "websocket": browser_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -122,7 +122,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{CACHE_KEY_PREFIX}:asgi"},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": f"{CACHE_KEY_PREFIX}:asgi",
+                # A consumer may fall this many messages behind before the layer drops for it; it then heals
+                # the gap from the database with `after`. Stale messages are worthless after the expiry.
+                "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
+                "expiry": env_int("CHANNEL_LAYER_EXPIRY_SECONDS", 30, minimum=1),
+            },
         }
     }
 else:
@@ -162,6 +169,16 @@ JWT_REFRESH_TTL_SECONDS = env_int("JWT_REFRESH_TTL_SECONDS", 7 * 24 * 3600, mini
 # Brute-force guard: this many failed logins per username and client address within the window -> 429.
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=1)
+
+# --- Chat ---------------------------------------------------------------------------------------------
+CHAT_TICKET_TTL_SECONDS = 30
+# A connection that stops heartbeating (its process crashed) drops out of presence after this long.
+CHAT_PRESENCE_TTL_SECONDS = env_int("CHAT_PRESENCE_TTL_SECONDS", 30, minimum=2)
+CHAT_HEARTBEAT_SECONDS = env_int("CHAT_HEARTBEAT_SECONDS", 10, minimum=1)
+# Per connection: a token bucket of this many messages per second, with this burst.
+CHAT_MESSAGE_RATE = env_int("CHAT_MESSAGE_RATE", 5, minimum=1)
+CHAT_MESSAGE_BURST = env_int("CHAT_MESSAGE_BURST", 10, minimum=1)
+CHAT_TYPING_INTERVAL_SECONDS = 1.0
 
 # --- Email ----------------------------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

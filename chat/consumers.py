@@ -1,0 +1,252 @@
+"""WebSocket consumers: a chat room, and the per-user notification stream."""
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from accounts.models import User
+from chat import selectors, services
+from chat.models import MAX_MESSAGE_LENGTH, Room
+from chat.presence import Presence, get_presence_registry
+from chat.schemas import message_event
+from chat.throttle import TokenBucket
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NOT_AUTHENTICATED = 4001
+CLOSE_NO_SUCH_ROOM = 4004
+
+
+class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
+    """Accepts the handshake, then identifies the user by a single-use ticket (`?ticket=`) or, for the
+    browser page, the Django session cookie; anyone else is closed with 4001 at once."""
+
+    user: User | None = None
+
+    def query_param(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else None
+
+    async def authenticate(self) -> User | None:
+        ticket = self.query_param("ticket")
+        if ticket:
+            user_id = await services.ticket_redeem(ticket=ticket)
+            if user_id is None:
+                return None
+            return await User.objects.filter(pk=user_id, is_active=True).afirst()
+        # Channels' AuthMiddleware has already resolved the session's user (or AnonymousUser).
+        session_user = self.scope.get("user")
+        if session_user is not None and session_user.is_authenticated and session_user.is_active:
+            return session_user._wrapped
+        return None
+
+    async def connect(self) -> None:
+        # Accept first: a close code (4001, 4004) can only be sent on an open socket.
+        await self.accept()
+        self.user = await self.authenticate()
+        if self.user is None:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
+        await self.connected()
+
+    async def connected(self) -> None:
+        raise NotImplementedError
+
+    async def send_error(self, code: str, detail: str) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail})
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # Bad frames get an error event; the connection stays open.
+        if text_data is None:
+            await self.send_error("invalid_frame", "Send JSON text frames.")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_json", "The frame is not valid JSON.")
+            return
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self.send_error("invalid_frame", 'Send a JSON object with a "type".')
+            return
+        await self.receive_json(content)
+
+    @classmethod
+    async def encode_json(cls, content) -> str:
+        return json.dumps(content, separators=(",", ":"))
+
+
+class ChatConsumer(AuthenticatedConsumer):
+    """`/ws/chat/<slug>/?ticket=...&after=<last id seen>`: welcome, backfill, then live messages, presence
+    and typing. Delivery is lossless from the client's point of view: every message is committed before it is
+    acked or broadcast, and a reconnect with `after` replays whatever the client missed."""
+
+    room: Room | None = None
+    presence: Presence | None = None
+
+    async def connected(self) -> None:
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        self.room = await Room.objects.filter(slug=slug).afirst()
+        if self.room is None:
+            await self.close(code=CLOSE_NO_SUCH_ROOM)
+            return
+        self.group = services.room_group(self.room.pk)
+        self.bucket = TokenBucket(rate=settings.CHAT_MESSAGE_RATE, burst=settings.CHAT_MESSAGE_BURST)
+        self.last_typing = 0.0
+        # Live messages up to this id were already sent by the backfill.
+        self.backfilled_through = 0
+        self.presence = Presence(self.room.pk, self.user.pk, self.user.username, self.channel_name)
+        registry = get_presence_registry()
+
+        # Join the group before reading the backlog: a message committed in between arrives live, and is
+        # skipped there if the backfill already delivered it (ids only grow).
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        first_connection = await registry.join(self.presence)
+        online = await registry.online(self.room.pk)
+        last = await self.room.messages.order_by("-id").values_list("id", flat=True).afirst()
+        await self.send_json(
+            {
+                "type": "welcome",
+                "room": {"slug": self.room.slug, "name": self.room.name},
+                "user": self.user_summary(),
+                "online": online,
+                "last_id": last or 0,
+            }
+        )
+        after = self.after_param()
+        if after is not None:
+            async for message in selectors.messages_after(room_id=self.room.pk, after=after):
+                await self.send_json(message_event(message))
+                self.backfilled_through = message.pk
+        if first_connection:
+            await self.channel_layer.group_send(
+                self.group, {"type": "chat.presence", "event": "join", "user": self.user_summary()}
+            )
+        self.heartbeat_task = asyncio.create_task(self.heartbeat())
+
+    def after_param(self) -> int | None:
+        raw = self.query_param("after")
+        if raw is None or not raw.isdigit() or len(raw) > 18:
+            return None
+        return int(raw)
+
+    def user_summary(self) -> dict:
+        return {"id": self.user.pk, "username": self.user.username}
+
+    async def heartbeat(self) -> None:
+        """Keeps this connection's presence alive, re-joins the layer group (groups expire), and announces
+        users whose every connection stopped heartbeating (their server process died)."""
+        registry = get_presence_registry()
+        while True:
+            await asyncio.sleep(settings.CHAT_HEARTBEAT_SECONDS)
+            try:
+                await registry.heartbeat(self.presence)
+                await self.channel_layer.group_add(self.group, self.channel_name)
+                for user in await registry.sweep(self.room.pk):
+                    await self.channel_layer.group_send(
+                        self.group, {"type": "chat.presence", "event": "leave", "user": user}
+                    )
+            except Exception:
+                logger.exception("presence heartbeat failed; retrying at the next beat")
+
+    async def disconnect(self, code) -> None:
+        if self.presence is None:
+            return
+        task = getattr(self, "heartbeat_task", None)
+        if task is not None:
+            task.cancel()
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if await get_presence_registry().leave(self.presence):
+            await self.channel_layer.group_send(
+                self.group, {"type": "chat.presence", "event": "leave", "user": self.user_summary()}
+            )
+
+    # --- client -> server ---------------------------------------------------------------------------------
+
+    async def receive_json(self, content, **kwargs) -> None:
+        handler = {"message": self.on_message, "typing": self.on_typing, "ping": self.on_ping}.get(content["type"])
+        if handler is None:
+            await self.send_error("unknown_type", f"Unknown type {content['type'][:40]!r}.")
+            return
+        await handler(content)
+
+    async def on_message(self, content: dict) -> None:
+        text, client_id = content.get("text"), content.get("client_id")
+        if not isinstance(text, str) or not text.strip():
+            await self.send_error("invalid_message", "The message text must be a non-empty string.")
+            return
+        if len(text) > MAX_MESSAGE_LENGTH:
+            await self.send_error("invalid_message", f"The message text is over {MAX_MESSAGE_LENGTH} characters.")
+            return
+        try:
+            client_uuid = uuid.UUID(str(client_id)) if isinstance(client_id, str) else None
+        except ValueError:
+            client_uuid = None
+        if client_uuid is None:
+            await self.send_error("invalid_client_id", "client_id must be a UUID chosen by the client.")
+            return
+        if not self.bucket.take():
+            await self.send_error("rate_limited", "Too many messages; slow down.")
+            return
+        message, _ = await database_sync_to_async(services.message_send)(
+            room=self.room, user=self.user, text=text, client_id=client_uuid
+        )
+        # Committed by now: the ack promises the message is stored.
+        await self.send_json({"type": "ack", "client_id": client_id, "id": message.pk})
+
+    async def on_typing(self, content: dict) -> None:
+        now = time.monotonic()
+        if now - self.last_typing < settings.CHAT_TYPING_INTERVAL_SECONDS:
+            return
+        self.last_typing = now
+        await self.channel_layer.group_send(
+            self.group, {"type": "chat.typing", "user": self.user_summary(), "sender": self.channel_name}
+        )
+
+    async def on_ping(self, content: dict) -> None:
+        await self.send_json({"type": "pong"})
+
+    # --- channel layer -> client --------------------------------------------------------------------------
+
+    async def chat_message(self, payload: dict) -> None:
+        # Not a running maximum: broadcasts from different processes may arrive out of id order, and each
+        # must still be delivered.
+        if payload["event"]["id"] > self.backfilled_through:
+            await self.send_json(payload["event"])
+
+    async def chat_presence(self, payload: dict) -> None:
+        if payload["user"]["id"] == self.user.pk:
+            return  # the welcome's online list already told this connection about itself
+        await self.send_json({"type": "presence", "event": payload["event"], "user": payload["user"]})
+
+    async def chat_typing(self, payload: dict) -> None:
+        if payload["sender"] != self.channel_name:
+            await self.send_json({"type": "typing", "user": payload["user"]})
+
+
+class NotificationConsumer(AuthenticatedConsumer):
+    """`/ws/notifications/`: events for one user (e.g. a finished job), from any process."""
+
+    async def connected(self) -> None:
+        self.group = services.user_group(self.user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json({"type": "welcome", "user": {"id": self.user.pk, "username": self.user.username}})
+
+    async def disconnect(self, code) -> None:
+        if self.user is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        if content["type"] == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.send_error("unknown_type", "This socket only answers ping.")
+
+    async def notify_event(self, payload: dict) -> None:
+        await self.send_json(payload["event"])

@@ -1,0 +1,87 @@
+"""Writes of the chat app: rooms, messages (stored before they are announced), WebSocket tickets, notifications."""
+
+import logging
+import secrets
+import uuid
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from chat.models import Message, Room
+from chat.schemas import message_event
+from core.errors import Conflict, InvalidInput
+from core.store import get_store
+
+logger = logging.getLogger(__name__)
+
+
+def room_group(room_id: int) -> str:
+    return f"chat.room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"notify.user.{user_id}"
+
+
+def room_create(*, name: str, user) -> Room:
+    name = name.strip()
+    slug = slugify(name)
+    if not slug:
+        raise InvalidInput(
+            loc=["body", "name"], msg="The name needs at least one letter or digit.", type="value_error"
+        )
+    try:
+        with transaction.atomic():
+            return Room.objects.create(slug=slug, name=name, created_by=user)
+    except IntegrityError:
+        raise Conflict(f"A room with the address {slug!r} already exists.", code="room_exists") from None
+
+
+def message_send(*, room: Room, user, text: str, client_id: uuid.UUID) -> tuple[Message, bool]:
+    """Store a message once per (user, client_id) and broadcast it after commit.
+
+    Returns (message, created). A resend of the same client_id returns the stored message, and is neither
+    stored nor broadcast again: the sender only missed our ack.
+    """
+    existing = Message.objects.select_related("user", "room").filter(user=user, client_id=client_id).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(room=room, user=user, text=text, client_id=client_id)
+            event = message_event(message)
+            transaction.on_commit(lambda: _broadcast(room_group(room.pk), {"type": "chat.message", "event": event}))
+    except IntegrityError:
+        # The same client_id raced in through another connection of the same user: theirs was stored.
+        return Message.objects.select_related("user", "room").get(user=user, client_id=client_id), False
+    return message, True
+
+
+def _broadcast(group: str, payload: dict) -> None:
+    # Best effort by design: a client that misses it heals the gap from the database with `after`.
+    try:
+        async_to_sync(get_channel_layer().group_send)(group, payload)
+    except Exception:
+        logger.exception("broadcast to %s failed", group)
+
+
+def notify_user(*, user_id: int, event: dict) -> None:
+    """Deliver an event to every open /ws/notifications/ socket of the user, on every server process."""
+    _broadcast(user_group(user_id), {"type": "notify.event", "event": event})
+
+
+async def ticket_issue(*, user) -> str:
+    ticket = secrets.token_urlsafe(32)
+    await get_store().set(f"ws-ticket:{ticket}", str(user.pk), ttl=settings.CHAT_TICKET_TTL_SECONDS)
+    return ticket
+
+
+async def ticket_redeem(*, ticket: str) -> int | None:
+    """The user id the ticket was issued to, once: the read and the delete are one atomic step."""
+    if not ticket or len(ticket) > 128:
+        return None
+    user_id = await get_store().take(f"ws-ticket:{ticket}")
+    return int(user_id) if user_id else None

@@ -1,3 +1,0 @@
-"""WebSocket routes of every app, mounted by config/asgi.py."""
-
-websocket_urlpatterns: list = []
