@@ -101,3 +101,29 @@ def live_server_process(transactional_db, tmp_path):
     server = ServerProcess(child_process_env(), tmp_path / "server.log")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def child_process_overrides() -> dict[str, str]:
+    """Extra environment for `celery_worker_process` and `configured_live_server_process`. Override this
+    fixture in a module or test to configure both alike (an email backend, a feature setting)."""
+    return {}
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path, child_process_overrides):
+    """A real Celery worker on this run's test database and Redis broker, ready to take tasks. Function scoped:
+    the autouse Redis flush before each test would otherwise empty its queues under it."""
+    from tests.helpers import WorkerProcess
+
+    worker = WorkerProcess(child_process_env(**child_process_overrides), tmp_path / "worker.log")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def configured_live_server_process(transactional_db, tmp_path, child_process_overrides):
+    """`live_server_process` with `child_process_overrides` in its environment, the same the worker gets."""
+    server = ServerProcess(child_process_env(**child_process_overrides), tmp_path / "configured-server.log")
+    yield server
+    server.stop()

@@ -102,3 +102,54 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class WorkerProcess:
+    """A real Celery worker (solo pool) consuming the broker its environment names, ready once it says so."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 60) -> None:
+        # A node name of its own, so the readiness line found in the log can only be this worker's.
+        self.name = f"test-worker-{os.getpid()}-{os.urandom(4).hex()}"
+        self.log_path = log_path
+        with log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool=solo",
+                    "--loglevel=INFO",
+                    f"--hostname={self.name}@%h",
+                    # A lone test worker has no neighbours to synchronise with; mingling only delays readiness.
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_until_ready(timeout)
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        # Celery logs "<node> ready." once it consumes from its queues; a test's deadline then covers only its task.
+        deadline = time.monotonic() + timeout
+        while not any(self.name in line and line.rstrip().endswith("ready.") for line in self.log().splitlines()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"celery worker did not come up:\n{self.log()}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        # SIGTERM is Celery's warm shutdown: the task in hand finishes, nothing new is taken.
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
