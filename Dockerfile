@@ -19,4 +19,4 @@ COPY --chown=app:app . /app
 RUN DJANGO_DEBUG=true python manage.py collectstatic --noinput && mkdir -p /app/var && chown app:app /app/var
 USER app
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
+CMD ["python", "manage.py", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -25,7 +25,7 @@ migrate: venv
 
 run: migrate
 	$(BIN)/python manage.py bootstrap_admin
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 worker: venv
 	$(BIN)/celery -A config worker --loglevel=INFO

@@ -123,7 +123,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py's default 5 s socket timeout equals the layer's 5 s BZPOPMIN: a quiet channel would
+                # time out reading. Reads may take as long as the blocking pop, plus margin.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
                 "prefix": f"{CACHE_KEY_PREFIX}:asgi",
                 # A consumer may fall this many messages behind before the layer drops for it; it then heals
                 # the gap from the database with `after`. Stale messages are worthless after the expiry.
@@ -194,6 +196,11 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "no-reply@localhost")
 # --- HTTP -----------------------------------------------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Graceful shutdown (manage.py serve): serve with /ready = 503 this long after SIGTERM, then give in-flight
+# requests this long to finish. Kubernetes' terminationGracePeriodSeconds must cover both.
+SHUTDOWN_DRAIN_SECONDS = env_int("SHUTDOWN_DRAIN_SECONDS", 5, minimum=0)
+SHUTDOWN_GRACE_SECONDS = env_int("SHUTDOWN_GRACE_SECONDS", 20, minimum=1)
+WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 READY_CHECK_TIMEOUT_SECONDS = env_int("READY_CHECK_TIMEOUT_MS", 2000, minimum=50) / 1000
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 # The day /api/v1 stops being served, announced in its Sunset header.
@@ -246,6 +253,8 @@ LOGGING = {
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
+        # Replace Django's default console and mail_admins handlers: everything goes through the root handler.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         # Django logs every 4xx/5xx here; our own handlers log the ones that matter with more context.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},

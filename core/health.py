@@ -11,6 +11,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 
+from core.lifecycle import is_draining
+
 logger = logging.getLogger(__name__)
 
 
@@ -59,6 +61,9 @@ async def _run_check(name: str, check) -> tuple[str, str]:
 
 async def ready(request):
     """Ready to take traffic: the database, the cache and the channel layer each answered in time."""
+    if is_draining():
+        body = {"status": "shutting_down", "detail": "the process is shutting down", "code": "shutting_down"}
+        return JsonResponse(body, status=503)
     results = await asyncio.gather(
         _run_check("database", _check_database),
         _run_check("cache", _check_cache),

@@ -10,6 +10,8 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is worth emitting.
 _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# Extras other libraries attach that only make sense on a terminal.
+_RECORD_ATTRIBUTES |= {"color_message"}
 
 
 class RequestContextFilter(logging.Filter):

@@ -96,7 +96,7 @@ def child_process_env(**overrides: str) -> dict[str, str]:
 
 @pytest.fixture
 def live_server_process(transactional_db, tmp_path):
-    """The project served by a real daphne process on the test database. Tests using it commit their data
+    """The project served by a real server process on the test database. Tests using it commit their data
     (transactional_db) so the server sees it."""
     server = ServerProcess(child_process_env(), tmp_path / "server.log")
     yield server

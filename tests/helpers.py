@@ -62,15 +62,16 @@ def http_json(url: str, *, method: str = "GET", body=None, headers=None, timeout
 
 
 class ServerProcess:
-    """A real ASGI server (daphne) serving the project on a free loopback port."""
+    """A real server process (`manage.py serve`, as in production) on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    # Tests stop servers often: no drain phase unless a test asks for one.
+    def __init__(self, env: dict[str, str], log_path: Path, serve_args: tuple[str, ...] = ("--drain-seconds", "0")):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         with log_path.open("w") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+                [PYTHON, "manage.py", "serve", "--port", str(self.port), *serve_args],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdout=log,

@@ -70,7 +70,7 @@ def test_redis_url_drives_cache_channel_layer_and_broker():
     assert loaded["cache"] == "django_redis.cache.RedisCache"
     assert loaded["cache_location"] == "redis://cache:6379/2"
     assert loaded["layer"] == "channels_redis.core.RedisChannelLayer"
-    assert loaded["layer_config"]["hosts"] == ["redis://cache:6379/2"]
+    assert loaded["layer_config"]["hosts"][0]["address"] == "redis://cache:6379/2"
     assert loaded["broker"] == "redis://cache:6379/2"
     assert loaded["eager"] is False
 
