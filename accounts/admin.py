@@ -58,7 +58,9 @@ class UserAdmin(DjangoUserAdmin):
             deactivated += 1
         if queryset.filter(pk=request.user.pk).exists():
             self.message_user(request, "You cannot deactivate your own account.", messages.WARNING)
-        self.message_user(request, f"Deactivated {deactivated} user(s); their tokens no longer work.")
+        self.message_user(
+            request, f"Deactivated {deactivated} user(s); their tokens no longer work.", messages.SUCCESS
+        )
 
     @admin.action(description="Reactivate", permissions=["change"])
     def reactivate(self, request, queryset):
@@ -66,14 +68,14 @@ class UserAdmin(DjangoUserAdmin):
         for user in queryset.filter(is_active=False):
             services.user_reactivate(user=user)
             reactivated += 1
-        self.message_user(request, f"Reactivated {reactivated} user(s).")
+        self.message_user(request, f"Reactivated {reactivated} user(s).", messages.SUCCESS)
 
     @admin.action(description="Log out everywhere", permissions=["change"])
     def log_out_everywhere(self, request, queryset):
         users = list(queryset)
         for user in users:
             services.user_log_out_everywhere(user=user)
-        self.message_user(request, f"Logged out {len(users)} user(s) everywhere.")
+        self.message_user(request, f"Logged out {len(users)} user(s) everywhere.", messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
         # Unticking "active" in the form must revoke tokens exactly as the action does.

@@ -37,6 +37,18 @@ class User(AbstractUser):
     def __str__(self) -> str:
         return self.username
 
+    def save(self, *args, **kwargs):
+        # token_generation only ever moves forward through an atomic UPDATE (services.user_log_out_everywhere).
+        # A full save of an instance loaded earlier (the admin's change form, say) must not write back a stale
+        # generation and bring revoked tokens back to life.
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name != "token_generation"
+            ]
+        super().save(*args, **kwargs)
+
     def _get_session_auth_hash(self, secret=None):
         # Django sessions (admin, chat page) end with a password change; folding the token generation in makes
         # "log out everywhere" end them too, exactly like the user's JWTs.

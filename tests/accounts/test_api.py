@@ -442,3 +442,27 @@ def test_createsuperuser_works_with_the_custom_user(monkeypatch):
     root = User.objects.get(username="root")
     assert root.is_superuser and root.is_staff
     assert root.check_password("a root passphrase")
+
+
+def test_a_stale_full_save_does_not_bring_revoked_tokens_back(client, make_user):
+    """The admin's change form saves an instance loaded before a concurrent "log out everywhere"."""
+    from accounts.services import user_log_out_everywhere
+
+    make_user("vera")
+    pair = login(client, "vera").json()
+    stale = User.objects.get(username="vera")
+    user_log_out_everywhere(user=User.objects.get(username="vera"))
+    stale.display_name = "edited in the admin"
+    stale.save()
+    assert client.get(f"{V1}/users/me", headers=auth(pair)).status_code == 401
+    assert User.objects.get(username="vera").display_name == "edited in the admin"
+
+
+def test_log_out_everywhere_ends_django_sessions_too(client, make_user):
+    from accounts.services import user_log_out_everywhere
+
+    user = make_user("wes", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    assert client.get("/admin/").status_code == 200
+    user_log_out_everywhere(user=user)
+    assert client.get("/admin/").status_code == 302  # back to the login page
