@@ -16,6 +16,7 @@ from chat.api import chat_router
 from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
 from core.renderers import ORJSONParser, ORJSONRenderer
+from posts.api import authors_router, posts_router, posts_v2_router
 
 logger = logging.getLogger("api")
 
@@ -85,7 +86,13 @@ class DeprecatedNinjaAPI(NinjaAPI):
         self._successor_serves: dict[str, bool] = {}
 
     def create_response(self, request, *args, **kwargs):
-        response = super().create_response(request, *args, **kwargs)
+        return self._announce(request, super().create_response(request, *args, **kwargs))
+
+    def create_temporal_response(self, request):
+        # Bodiless answers (204, 304) are this response itself, never passing through create_response.
+        return self._announce(request, super().create_temporal_response(request))
+
+    def _announce(self, request, response):
         response["Deprecation"] = "true"
         response["Sunset"] = self.sunset_header
         successor_path = self._successor_path(request)
@@ -107,13 +114,16 @@ class DeprecatedNinjaAPI(NinjaAPI):
         return candidate if self._successor_serves[route] else None
 
 
-def _configure(api: NinjaAPI) -> NinjaAPI:
+def _configure(api: NinjaAPI, routers: list) -> NinjaAPI:
     install_error_handlers(api)
-    # Accounts and chat have the same shape in both versions: one router each, mounted twice.
-    api.add_router("/auth", auth_router)
-    api.add_router("/users", users_router)
-    api.add_router("/chat", chat_router)
+    for prefix, router in routers:
+        api.add_router(prefix, router)
     return api
+
+
+# Accounts and chat have the same shape in both versions: one router each, mounted twice. Posts differ between
+# versions (PostOutV2, cursor pages), and v2 serves only their reads.
+_SHARED = [("/auth", auth_router), ("/users", users_router), ("/chat", chat_router)]
 
 
 _COMMON = {
@@ -124,7 +134,10 @@ _COMMON = {
     "parser": ORJSONParser(),
 }
 
-api_v2 = _configure(NinjaAPI(version="2.0", description="Current version.", urls_namespace="api-2", **_COMMON))
+api_v2 = _configure(
+    NinjaAPI(version="2.0", description="Current version.", urls_namespace="api-2", **_COMMON),
+    [*_SHARED, ("/posts", posts_v2_router)],
+)
 api_v1 = _configure(
     DeprecatedNinjaAPI(
         version="1.0",
@@ -134,5 +147,6 @@ api_v1 = _configure(
         successor_prefix="/api/v2/",
         sunset=datetime.combine(settings.API_V1_SUNSET, datetime.max.time(), tzinfo=UTC).replace(microsecond=0),
         **_COMMON,
-    )
+    ),
+    [*_SHARED, ("/posts", posts_router), ("/authors", authors_router)],
 )

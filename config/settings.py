@@ -260,3 +260,12 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
     },
 }
+
+# --- Posts and caching (posts app, core/cache.py) --------------------------------------------------------------
+# Post details and the first pages of public lists are cached in Redis and replaced on every write (README, Caching).
+POSTS_DETAIL_CACHE_SECONDS = env_int("POSTS_DETAIL_CACHE_SECONDS", 300, minimum=1)
+POSTS_LIST_CACHE_SECONDS = env_int("POSTS_LIST_CACHE_SECONDS", 60, minimum=1)
+POSTS_LIST_CACHE_PAGES = env_int("POSTS_LIST_CACHE_PAGES", 3, minimum=0)
+# The v1 total is counted exactly up to this many posts; a larger one is counted once and cached for a while.
+POSTS_EXACT_COUNT_LIMIT = env_int("POSTS_EXACT_COUNT_LIMIT", 10_000, minimum=1)
+POSTS_COUNT_CACHE_SECONDS = env_int("POSTS_COUNT_CACHE_SECONDS", 30, minimum=1)

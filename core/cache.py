@@ -1,0 +1,71 @@
+"""Best-effort use of the Django cache (django-redis): a cache that does not answer is a miss, not an error.
+
+The database stays the source of truth, so a Redis outage makes reads slower, never failing. Failures are logged
+and counted (`cache_errors_total`). Reads go through Django's async cache API, which runs the blocking client on
+an executor thread, so the event loop never waits on a socket.
+"""
+
+import logging
+from contextlib import contextmanager
+
+from django.core.cache import cache
+from django_redis.exceptions import ConnectionInterrupted
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+CACHE_ERRORS = Counter("cache_errors_total", "Cache operations that failed and were skipped", ["operation"])
+
+_UNAVAILABLE = (RedisError, ConnectionInterrupted, OSError)
+
+
+@contextmanager
+def _tolerated(operation: str, level: int = logging.WARNING):
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        CACHE_ERRORS.labels(operation).inc()
+        logger.log(level, "cache %s skipped: %s", operation, exc)
+
+
+async def get_many(keys: list[str]) -> dict:
+    with _tolerated("get"):
+        return await cache.aget_many(keys)
+    return {}
+
+
+async def get(key: str):
+    with _tolerated("get"):
+        return await cache.aget(key)
+    return None
+
+
+async def add(key: str, value, ttl: int) -> None:
+    """Store unless the key exists: how readers fill the cache, so they never overwrite a writer's newer value."""
+    with _tolerated("add"):
+        await cache.aadd(key, value, ttl)
+
+
+async def set_value(key: str, value, ttl: int | None) -> None:
+    with _tolerated("set"):
+        await cache.aset(key, value, ttl)
+
+
+# Writers are synchronous: services run in worker threads, their cache updates in `transaction.on_commit`.
+# A writer's failure matters more than a reader's (an entry it could not replace may be served until it
+# expires), hence the error level.
+
+
+def set_many_now(mapping: dict, ttl: int | None) -> None:
+    if not mapping:
+        return
+    with _tolerated("set", logging.ERROR):
+        cache.set_many(mapping, ttl)
+
+
+def delete_many_now(keys: list[str]) -> None:
+    if not keys:
+        return
+    with _tolerated("delete", logging.ERROR):
+        cache.delete_many(keys)

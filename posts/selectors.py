@@ -1,0 +1,229 @@
+"""Reads of the posts app. Everything returned is evaluated: posts come back as snapshots, plain dicts that both API
+versions render from and that the cache stores as they are.
+
+Visibility: published posts are seen by everyone; a draft only by its author and by staff. What a caller may not
+see does not exist for them (404, never listed).
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.db.models import Q
+
+from accounts.selectors import user_public_get
+from core.errors import InvalidInput, NotFound
+from core.pagination import PageParams, pagination_meta
+from core.params import MAX_OBJECT_ID
+from posts import cache as posts_cache
+from posts.models import Post, PostStatus
+
+EXCERPT_LENGTH = 200
+
+# One query per list page: the author's public fields come in through the join, never one query per post.
+_COLUMNS = (
+    "id",
+    "title",
+    "body",
+    "status",
+    "created_at",
+    "updated_at",
+    "author_id",
+    "author__username",
+    "author__display_name",
+)
+_NEWEST_FIRST = ("-created_at", "-id")
+
+
+def _snapshot(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "body": row["body"],
+        "status": str(row["status"]),
+        "author": {
+            "id": row["author_id"],
+            "username": row["author__username"],
+            "display_name": row["author__display_name"],
+        },
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "excerpt": row["body"][:EXCERPT_LENGTH],
+    }
+
+
+def snapshot_of(post: Post) -> dict:
+    """The snapshot of a post whose author is loaded (services, after a write)."""
+    return _snapshot(
+        {
+            **{name: getattr(post, name) for name in _COLUMNS[:7]},
+            "author__username": post.author.username,
+            "author__display_name": post.author.display_name,
+        }
+    )
+
+
+def can_view(viewer, *, status: str, author_id: int) -> bool:
+    return status == PostStatus.PUBLISHED or (viewer.is_authenticated and (viewer.is_staff or viewer.pk == author_id))
+
+
+def can_change(viewer, *, author_id: int) -> bool:
+    return viewer.is_authenticated and (viewer.is_staff or viewer.pk == author_id)
+
+
+# --- one post --------------------------------------------------------------------------------------------
+
+
+async def post_get_visible(*, viewer, post_id: int) -> dict:
+    snapshot = await posts_cache.detail_get(post_id)
+    if snapshot == posts_cache.DELETED:
+        raise NotFound("No such post.")
+    if snapshot is None:
+        row = await Post.objects.filter(pk=post_id).values(*_COLUMNS).afirst()
+        if row is None:
+            raise NotFound("No such post.")
+        snapshot = _snapshot(row)
+        await posts_cache.detail_fill(snapshot)
+    if not can_view(viewer, status=snapshot["status"], author_id=snapshot["author"]["id"]):
+        raise NotFound("No such post.")
+    return snapshot
+
+
+# --- lists -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The posts a caller may see under the given filters, as simple predicates the indexes can serve."""
+
+    where: Q
+    # Exactly what an anonymous caller would see: the same for everyone, so it may be cached once for all.
+    public: bool
+
+
+def _scope(viewer, *, author_id: int | None, status: str | None) -> _Scope | None:
+    """None when nothing can match (someone else's drafts)."""
+    by_author = {"author_id": author_id} if author_id else {}
+    if viewer.is_authenticated and viewer.is_staff:
+        return _Scope(Q(**by_author, **({"status": status} if status else {})), public=status == PostStatus.PUBLISHED)
+    me = viewer.pk if viewer.is_authenticated else None
+    sees_own_drafts = me is not None and author_id in (None, me)
+    if status == PostStatus.DRAFT:
+        return _Scope(Q(author_id=me, status=PostStatus.DRAFT), public=False) if sees_own_drafts else None
+    if status == PostStatus.PUBLISHED or not sees_own_drafts:
+        return _Scope(Q(status=PostStatus.PUBLISHED, **by_author), public=True)
+    if author_id == me:
+        return _Scope(Q(author_id=me), public=False)
+    return _Scope(Q(status=PostStatus.PUBLISHED) | Q(author_id=me), public=False)
+
+
+def _matching(scope: _Scope, search: str | None):
+    posts = Post.objects.filter(scope.where)
+    if search:
+        posts = posts.filter(Q(title__icontains=search) | Q(body__icontains=search))
+    return posts
+
+
+async def _total(posts, *, count_key: tuple) -> int:
+    """Exact up to POSTS_EXACT_COUNT_LIMIT (that count reads at most limit + 1 index entries); beyond it, an exact
+    count cached for POSTS_COUNT_CACHE_SECONDS per filter, so it may lag the latest writes by that long."""
+    cached = await posts_cache.large_count_get(count_key)
+    if cached is not None:
+        return cached
+    limit = settings.POSTS_EXACT_COUNT_LIMIT
+    total = await posts.order_by()[: limit + 1].acount()
+    if total <= limit:
+        return total
+    total = await posts.order_by().acount()
+    await posts_cache.large_count_fill(count_key, total)
+    return total
+
+
+async def post_page(
+    *,
+    viewer,
+    params: PageParams,
+    author_id: int | None = None,
+    status: str | None = None,
+    search: str | None = None,
+) -> dict:
+    """One page of posts, newest first, with the total (see _total for how exact it is)."""
+    scope = _scope(viewer, author_id=author_id, status=status)
+    if scope is None:
+        return {"items": [], "pagination": pagination_meta(params, 0)}
+    cache_key = None
+    if scope.public and not search and params.page <= settings.POSTS_LIST_CACHE_PAGES:
+        cache_key = await posts_cache.list_key("page", params.page, params.per_page, author_id)
+        if cache_key is not None and (cached := await posts_cache.list_get(cache_key)) is not None:
+            return cached
+    posts = _matching(scope, search)
+    total = await _total(posts, count_key=(str(scope.where), search))
+    rows = posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[params.offset : params.offset + params.per_page]
+    page = {"items": [_snapshot(row) async for row in rows], "pagination": pagination_meta(params, total)}
+    if cache_key is not None:
+        await posts_cache.list_fill(cache_key, page)
+    return page
+
+
+async def author_post_page(*, viewer, author_id: int, params: PageParams) -> dict:
+    author = await user_public_get(user_id=author_id)
+    return {"author": author, **await post_page(viewer=viewer, params=params, author_id=author_id)}
+
+
+# --- keyset (cursor) pagination --------------------------------------------------------------------------
+
+# Cursors are signed: a client can hold one, not forge or edit one.
+_cursor_signer = signing.Signer(salt="posts.cursor")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _cursor_for(snapshot: dict) -> str:
+    micros = (snapshot["created_at"] - _EPOCH) // timedelta(microseconds=1)
+    return _cursor_signer.sign_object([micros, snapshot["id"]])
+
+
+def _cursor_position(cursor: str) -> tuple[datetime, int]:
+    try:
+        micros, post_id = _cursor_signer.unsign_object(cursor)
+        # Only ever signed by _cursor_for, but checked all the same: a bad value must not reach the database.
+        if not all(type(value) is int for value in (micros, post_id)) or not 0 < post_id <= MAX_OBJECT_ID:
+            raise ValueError("cursor content")
+        return _EPOCH + timedelta(microseconds=micros), post_id
+    except (signing.BadSignature, ValueError, TypeError, OverflowError):
+        raise InvalidInput(loc=["query", "cursor"], msg="Invalid cursor.", type="invalid_cursor") from None
+
+
+async def post_cursor_page(
+    *,
+    viewer,
+    limit: int,
+    cursor: str | None = None,
+    author_id: int | None = None,
+    status: str | None = None,
+    search: str | None = None,
+) -> dict:
+    """Posts strictly after the cursor's (created_at, id), newest first. A post that existed when the walk began is
+    seen exactly once however many are added meanwhile: new posts sort before the position already reached."""
+    position = _cursor_position(cursor) if cursor else None
+    scope = _scope(viewer, author_id=author_id, status=status)
+    if scope is None:
+        return {"items": [], "next_cursor": None}
+    cache_key = None
+    if scope.public and not search and position is None:
+        cache_key = await posts_cache.list_key("cursor", limit, author_id)
+        if cache_key is not None and (cached := await posts_cache.list_get(cache_key)) is not None:
+            return cached
+    posts = _matching(scope, search)
+    if position is not None:
+        created_at, post_id = position
+        # The first condition alone is what the index range scan uses; the second settles ties.
+        posts = posts.filter(created_at__lte=created_at).filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=post_id)
+        )
+    rows = posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[: limit + 1]
+    items = [_snapshot(row) async for row in rows]
+    page = {"items": items[:limit], "next_cursor": _cursor_for(items[limit - 1]) if len(items) > limit else None}
+    if cache_key is not None:
+        await posts_cache.list_fill(cache_key, page)
+    return page
