@@ -1,5 +1,7 @@
 """The two API versions and the handlers that turn every failure into the contract's error body."""
 
+import contextlib
+import functools
 import logging
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -11,11 +13,15 @@ from django.urls import Resolver404, resolve
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
-from accounts.api import auth_router, users_router
+from accounts import tokens
+from accounts.api import auth_router, obtain_token, refresh_token, register, users_router
 from chat.api import chat_router
+from core import ratelimit
 from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
+from core.net import client_ip
 from core.renderers import ORJSONParser, ORJSONRenderer
+from core.schemas import ErrorOut, RateLimitedOut
 from posts.api import authors_router, posts_router, posts_v2_router
 
 logger = logging.getLogger("api")
@@ -114,8 +120,60 @@ class DeprecatedNinjaAPI(NinjaAPI):
         return candidate if self._successor_serves[route] else None
 
 
+# --- rate limits: every operation of both versions ----------------------------------------------------------
+
+# Unauthenticated entry points where a flood is an attack on credentials: without Redis they refuse (503) rather
+# than fall back to per-process limits.
+_AUTH_VIEWS = {register, obtain_token, refresh_token}
+_READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def _policy_name(operation) -> str:
+    if operation.view_func in _AUTH_VIEWS:
+        return "auth"
+    return "read" if set(operation.methods) <= _READ_METHODS else "write"
+
+
+def _rate_limit_identity(request) -> str:
+    """The caller's user id when it presents a valid access token, else its address. Only the signature is checked
+    here (microseconds, no I/O): the operation's own authentication still decides whether the token is accepted."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    user_id = None
+    if scheme.lower() == "bearer" and token.strip():
+        with contextlib.suppress(tokens.InvalidToken):
+            user_id = tokens.verify(token.strip(), token_type=tokens.ACCESS)["sub"]
+    return ratelimit.client_identity(client_ip(request), user_id)
+
+
+def _rate_limited(run):
+    """Wraps an operation's `run` (ninja's "view" decorator mode: before authentication and input parsing, so
+    invalid requests count too) and documents the answers the limiter adds in the operation's schema."""
+    operation = run.__self__
+    if not operation.is_async:
+        raise TypeError(f"{operation.view_func.__name__}: API operations must be async to be rate limited")
+    policy_name = _policy_name(operation)
+    operation.response_models.setdefault(429, operation._create_response_model(RateLimitedOut))
+    if settings.RATE_LIMIT_POLICIES[policy_name].get("fail_closed"):
+        operation.response_models.setdefault(503, operation._create_response_model(ErrorOut))
+
+    @functools.wraps(run)
+    async def limited_run(request, *args, **kwargs):
+        try:
+            decision = await ratelimit.check(policy_name, _rate_limit_identity(request))
+        except Exception as exc:
+            # 429, 503, or a bug: answered by the API's own handlers like any failure inside the operation.
+            return operation.api.on_exception(request, exc)
+        response = await run(request, *args, **kwargs)
+        for name, value in decision.headers().items():
+            response[name] = value
+        return response
+
+    return limited_run
+
+
 def _configure(api: NinjaAPI, routers: list) -> NinjaAPI:
     install_error_handlers(api)
+    api.add_decorator(_rate_limited, mode="view")
     for prefix, router in routers:
         api.add_router(prefix, router)
     return api

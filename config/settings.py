@@ -261,7 +261,7 @@ LOGGING = {
     },
 }
 
-# --- Posts and caching (posts app, core/cache.py) --------------------------------------------------------------
+# --- Posts, caching and rate limiting (posts app, core/ratelimit.py, core/cache.py) ----------------------------
 # Post details and the first pages of public lists are cached in Redis and replaced on every write (README, Caching).
 POSTS_DETAIL_CACHE_SECONDS = env_int("POSTS_DETAIL_CACHE_SECONDS", 300, minimum=1)
 POSTS_LIST_CACHE_SECONDS = env_int("POSTS_LIST_CACHE_SECONDS", 60, minimum=1)
@@ -269,3 +269,27 @@ POSTS_LIST_CACHE_PAGES = env_int("POSTS_LIST_CACHE_PAGES", 3, minimum=0)
 # The v1 total is counted exactly up to this many posts; a larger one is counted once and cached for a while.
 POSTS_EXACT_COUNT_LIMIT = env_int("POSTS_EXACT_COUNT_LIMIT", 10_000, minimum=1)
 POSTS_COUNT_CACHE_SECONDS = env_int("POSTS_COUNT_CACHE_SECONDS", 30, minimum=1)
+
+# Per client (user id when authenticated, else address) and group of endpoints; see README, Rate limiting.
+RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL") or REDIS_URL
+RATE_LIMIT_POLICIES = {
+    # Every GET: a sliding window. Without Redis: in-process limits.
+    "read": {
+        "algorithm": "sliding_window",
+        "limit": env_int("RATE_LIMIT_READ_LIMIT", 100, minimum=1),
+        "window": env_int("RATE_LIMIT_READ_WINDOW_SECONDS", 60, minimum=1),
+    },
+    # Every other method: a token bucket, steady rate with room for bursts. Without Redis: in-process limits.
+    "write": {
+        "algorithm": "token_bucket",
+        "rate": env_int("RATE_LIMIT_WRITE_RATE", 10, minimum=1),
+        "burst": env_int("RATE_LIMIT_WRITE_BURST", 20, minimum=1),
+    },
+    # /auth/register, /auth/token, /auth/refresh: credentials are at stake, so without Redis they refuse (503).
+    "auth": {
+        "algorithm": "sliding_window",
+        "limit": env_int("RATE_LIMIT_AUTH_LIMIT", 20, minimum=1),
+        "window": env_int("RATE_LIMIT_AUTH_WINDOW_SECONDS", 60, minimum=1),
+        "fail_closed": True,
+    },
+}

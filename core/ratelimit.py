@@ -1,0 +1,326 @@
+"""Rate limiting shared by every API operation: a sliding window or a token bucket per client and policy.
+
+Each algorithm is one Lua script run atomically in Redis (EVALSHA, loaded on first use), awaited through
+`redis.asyncio` with one client per event loop, so limiting never blocks the loop and concurrent requests, from any
+number of server processes, can never both take the last slot. The scripts take `now` from the caller's clock
+(injectable, for tests), which is why the servers' clocks are expected to be NTP-synchronised.
+
+When Redis cannot be reached, a policy either fails open to the same algorithm kept in process memory (per process,
+so the effective limit multiplies by the number of processes for the duration; logged and counted in
+`ratelimit_redis_unavailable_total`) or fails closed with `503`. After a failure Redis is left alone for a few
+seconds, so an outage costs one timeout, not one per request. Without REDIS_URL (the embedded default, one process
+by definition) the in-process limiter is simply the limiter.
+"""
+
+import asyncio
+import ipaddress
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from core.errors import RateLimited, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+REDIS_UNAVAILABLE = Counter(
+    "ratelimit_redis_unavailable_total",
+    "Rate-limit decisions taken without Redis",
+    ["policy", "outcome"],
+)
+
+# A limiter that cannot answer fast is worse than none: every API request waits for it.
+_REDIS_TIMEOUT_SECONDS = 0.5
+# How long to skip Redis after it failed before trying it again.
+_RETRY_REDIS_AFTER_SECONDS = 5.0
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """At most `limit` requests in any `window` seconds."""
+
+    limit: int
+    window: int
+
+
+@dataclass(frozen=True)
+class TokenBucket:
+    """Bursts of up to `burst` requests, refilled at `rate` per second."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    rule: SlidingWindow | TokenBucket
+    # Refuse (503) rather than fall back to in-process limits when Redis is unreachable.
+    fail_closed: bool = False
+
+    @classmethod
+    def from_settings(cls, name: str) -> "Policy":
+        config = settings.RATE_LIMIT_POLICIES[name]
+        if config["algorithm"] == "sliding_window":
+            rule = SlidingWindow(limit=config["limit"], window=config["window"])
+        elif config["algorithm"] == "token_bucket":
+            rule = TokenBucket(rate=config["rate"], burst=config["burst"])
+        else:
+            raise ValueError(f"unknown rate-limit algorithm {config['algorithm']!r} in policy {name!r}")
+        return cls(name=name, rule=rule, fail_closed=config.get("fail_closed", False))
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    # Milliseconds until the quota is whole again (bucket full, or the window's oldest request expired).
+    reset_ms: int
+    # Milliseconds until a request would be allowed; 0 when this one was.
+    retry_after_ms: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(self.remaining, 0)),
+            "RateLimit-Reset": str(math.ceil(self.reset_ms / 1000)),
+        }
+
+
+class LimiterUnavailable(Exception):
+    """Redis did not answer; nothing was counted."""
+
+
+# KEYS[1]: sorted set of request times (ms). ARGV: now_ms, window_ms, limit, a unique member for this request.
+_SLIDING_WINDOW = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < limit then
+    redis.call('ZADD', KEYS[1], now, ARGV[4])
+    count = count + 1
+    allowed = 1
+end
+redis.call('PEXPIRE', KEYS[1], window)
+local reset = 0
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] then reset = math.max(tonumber(oldest[2]) + window - now, 0) end
+local retry = 0
+if allowed == 0 then retry = math.max(reset, 1) end
+return {allowed, limit - count, reset, retry}
+"""
+
+# KEYS[1]: hash {tokens, ts}. ARGV: now_ms, rate (tokens per second), burst.
+_TOKEN_BUCKET = """
+local now = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+    tokens = burst
+    ts = now
+end
+-- A clock behind the last writer's (another server) refills nothing rather than going back in time.
+if now > ts then
+    tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+    ts = now
+end
+local allowed = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(ts))
+-- Once it would have refilled completely, a missing bucket means the same as a full one.
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+local retry = 0
+if allowed == 0 then retry = math.ceil((1 - tokens) * 1000 / rate) end
+return {allowed, math.floor(tokens), math.ceil((burst - tokens) * 1000 / rate), retry}
+"""
+
+
+def _decision(policy: Policy, allowed, remaining, reset_ms, retry_after_ms) -> Decision:
+    limit = policy.rule.limit if isinstance(policy.rule, SlidingWindow) else policy.rule.burst
+    return Decision(bool(allowed), limit, int(remaining), int(reset_ms), int(retry_after_ms))
+
+
+class RedisLimiter:
+    def __init__(self, url: str, prefix: str, clock: Clock = time.time) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.clock = clock
+        # redis.asyncio connections belong to the loop that opened them: one client per running loop.
+        self._connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _scripts(self):
+        loop = asyncio.get_running_loop()
+        scripts = self._connections.get(loop)
+        if scripts is None:
+            client = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=_REDIS_TIMEOUT_SECONDS, socket_timeout=_REDIS_TIMEOUT_SECONDS
+            )
+            # register_script runs EVALSHA and loads the script itself when Redis does not know it yet.
+            scripts = (client.register_script(_SLIDING_WINDOW), client.register_script(_TOKEN_BUCKET))
+            self._connections[loop] = scripts
+        return scripts
+
+    async def hit(self, policy: Policy, identity: str) -> Decision:
+        key = f"{self.prefix}:{policy.name}:{identity}"
+        now_ms = int(self.clock() * 1000)
+        sliding_window, token_bucket = self._scripts()
+        try:
+            if isinstance(policy.rule, SlidingWindow):
+                member = f"{now_ms}:{os.urandom(6).hex()}"
+                result = await sliding_window(
+                    keys=[key], args=[now_ms, policy.rule.window * 1000, policy.rule.limit, member]
+                )
+            else:
+                result = await token_bucket(keys=[key], args=[now_ms, policy.rule.rate, policy.rule.burst])
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(str(exc) or type(exc).__name__) from exc
+        return _decision(policy, *result)
+
+
+class MemoryLimiter:
+    """The same algorithms in process memory: the embedded default's limiter and the fail-open fallback."""
+
+    # Past this many clients, idle entries are swept so the table cannot grow without bound.
+    max_entries = 10_000
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        # key -> (policy, state): a deque of request times, or [tokens, ts] for a bucket
+        self._entries: dict[str, tuple[Policy, object]] = {}
+
+    async def hit(self, policy: Policy, identity: str) -> Decision:
+        key = f"{policy.name}:{identity}"
+        now_ms = int(self.clock() * 1000)
+        with self._lock:
+            if len(self._entries) > self.max_entries:
+                self._sweep(now_ms)
+            if isinstance(policy.rule, SlidingWindow):
+                return self._sliding_window(policy, key, now_ms)
+            return self._token_bucket(policy, key, now_ms)
+
+    def _sliding_window(self, policy: Policy, key: str, now_ms: int) -> Decision:
+        window_ms, limit = policy.rule.window * 1000, policy.rule.limit
+        times = self._entries.setdefault(key, (policy, deque()))[1]
+        while times and times[0] <= now_ms - window_ms:
+            times.popleft()
+        allowed = len(times) < limit
+        if allowed:
+            times.append(now_ms)
+        reset = max(times[0] + window_ms - now_ms, 0) if times else 0
+        return _decision(policy, allowed, limit - len(times), reset, 0 if allowed else max(reset, 1))
+
+    def _token_bucket(self, policy: Policy, key: str, now_ms: int) -> Decision:
+        rate, burst = policy.rule.rate, policy.rule.burst
+        state = self._entries.setdefault(key, (policy, [float(burst), now_ms]))[1]
+        if now_ms > state[1]:
+            state[0] = min(burst, state[0] + (now_ms - state[1]) * rate / 1000)
+            state[1] = now_ms
+        allowed = state[0] >= 1
+        if allowed:
+            state[0] -= 1
+        retry = 0 if allowed else math.ceil((1 - state[0]) * 1000 / rate)
+        return _decision(policy, allowed, math.floor(state[0]), math.ceil((burst - state[0]) * 1000 / rate), retry)
+
+    def _sweep(self, now_ms: int) -> None:
+        def idle(policy: Policy, state) -> bool:
+            if isinstance(policy.rule, SlidingWindow):
+                return not state or state[-1] <= now_ms - policy.rule.window * 1000
+            return now_ms - state[1] >= policy.rule.burst * 1000 / policy.rule.rate
+
+        for key in [key for key, (policy, state) in self._entries.items() if idle(policy, state)]:
+            del self._entries[key]
+
+
+class RateLimiter:
+    """Redis when configured, with each policy's behaviour for when Redis is unreachable."""
+
+    def __init__(self, redis_limiter: RedisLimiter | None, memory_limiter: MemoryLimiter) -> None:
+        self.redis = redis_limiter
+        self.memory = memory_limiter
+        self._skip_redis_until = 0.0
+
+    async def hit(self, policy: Policy, identity: str) -> Decision:
+        if self.redis is None:
+            return await self.memory.hit(policy, identity)
+        if time.monotonic() >= self._skip_redis_until:
+            try:
+                return await self.redis.hit(policy, identity)
+            except LimiterUnavailable as exc:
+                self._skip_redis_until = time.monotonic() + _RETRY_REDIS_AFTER_SECONDS
+                logger.error(
+                    "rate limiter: Redis unreachable (%s); for %.0f s fail-open policies use in-process limits "
+                    "and fail-closed ones refuse requests",
+                    exc,
+                    _RETRY_REDIS_AFTER_SECONDS,
+                )
+        if policy.fail_closed:
+            REDIS_UNAVAILABLE.labels(policy.name, "refused").inc()
+            raise ServiceUnavailable(
+                "This endpoint is temporarily unavailable; try again shortly.",
+                code="rate_limiter_unavailable",
+                headers={"Retry-After": str(math.ceil(_RETRY_REDIS_AFTER_SECONDS))},
+            )
+        REDIS_UNAVAILABLE.labels(policy.name, "in_process").inc()
+        return await self.memory.hit(policy, identity)
+
+
+_limiters: dict[str, RateLimiter] = {}
+
+
+def get_limiter() -> RateLimiter:
+    url = settings.RATE_LIMIT_REDIS_URL
+    limiter = _limiters.get(url)
+    if limiter is None:
+        redis_limiter = RedisLimiter(url, f"{settings.CACHE_KEY_PREFIX}:rl") if url else None
+        limiter = _limiters.setdefault(url, RateLimiter(redis_limiter, MemoryLimiter()))
+    return limiter
+
+
+def client_identity(ip: str, user_id: int | str | None = None) -> str:
+    """The user when known; otherwise the address, with IPv6 taken per /64 (what one subscriber usually holds,
+    so rotating through it does not multiply the quota)."""
+    if user_id is not None:
+        return f"user:{user_id}"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"ip:{ip}"
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return f"ip:{address.ipv4_mapped}"
+        return f"ip:{ipaddress.ip_network(f'{address}/64', strict=False)}"
+    return f"ip:{address}"
+
+
+async def check(policy_name: str, identity: str) -> Decision:
+    """Count one request; raises RateLimited (429) over the limit, ServiceUnavailable (503) when a fail-closed
+    policy cannot be checked."""
+    decision = await get_limiter().hit(Policy.from_settings(policy_name), identity)
+    if not decision.allowed:
+        refusal = RateLimited(math.ceil(decision.retry_after_ms / 1000))
+        refusal.headers.update(decision.headers())
+        raise refusal
+    return decision
