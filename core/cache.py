@@ -29,12 +29,6 @@ def _tolerated(operation: str, level: int = logging.WARNING):
         logger.log(level, "cache %s skipped: %s", operation, exc)
 
 
-async def get_many(keys: list[str]) -> dict:
-    with _tolerated("get"):
-        return await cache.aget_many(keys)
-    return {}
-
-
 async def get(key: str):
     with _tolerated("get"):
         return await cache.aget(key)

@@ -126,8 +126,9 @@ def _matching(scope: _Scope, search: str | None):
 
 
 async def _total(posts, *, count_key: tuple) -> int:
-    """Exact up to POSTS_EXACT_COUNT_LIMIT (that count reads at most limit + 1 index entries); beyond it, an exact
-    count cached for POSTS_COUNT_CACHE_SECONDS per filter, so it may lag the latest writes by that long."""
+    """Exact up to POSTS_EXACT_COUNT_LIMIT (that count stops after limit + 1 matching rows, whatever the table
+    size); beyond it, an exact count cached for POSTS_COUNT_CACHE_SECONDS per filter, so it may lag the latest
+    writes by that long."""
     cached = await posts_cache.large_count_get(count_key)
     if cached is not None:
         return cached
