@@ -119,13 +119,22 @@ if REDIS_URL:
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
         }
     }
-    CHANNEL_LAYERS = {
-        "default": {
+    # redis-py's default 5 s socket timeout equals the core layer's 5 s BZPOPMIN: a quiet channel would time out
+    # reading. Reads may take as long as the blocking pop, plus margin.
+    _layer_hosts = [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}]
+    # "redis" (lists per channel) is the default, chosen with bench/ws_fanout.py (README, Chat); "redis-pubsub"
+    # is there to measure against.
+    CHANNEL_LAYER = env_str("CHANNEL_LAYER", "redis")
+    if CHANNEL_LAYER == "redis-pubsub":
+        _layer = {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": _layer_hosts, "prefix": f"{CACHE_KEY_PREFIX}:asgi"},
+        }
+    elif CHANNEL_LAYER == "redis":
+        _layer = {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py's default 5 s socket timeout equals the layer's 5 s BZPOPMIN: a quiet channel would
-                # time out reading. Reads may take as long as the blocking pop, plus margin.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+                "hosts": _layer_hosts,
                 "prefix": f"{CACHE_KEY_PREFIX}:asgi",
                 # A consumer may fall this many messages behind before the layer drops for it; it then heals
                 # the gap from the database with `after`. Stale messages are worthless after the expiry.
@@ -133,7 +142,9 @@ if REDIS_URL:
                 "expiry": env_int("CHANNEL_LAYER_EXPIRY_SECONDS", 30, minimum=1),
             },
         }
-    }
+    else:
+        raise ImproperlyConfigured(f"CHANNEL_LAYER must be redis-pubsub or redis, got {CHANNEL_LAYER!r}")
+    CHANNEL_LAYERS = {"default": _layer}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
