@@ -217,8 +217,8 @@ class ChatConsumer(AuthenticatedConsumer):
     async def chat_message(self, payload: dict) -> None:
         # Not a running maximum: broadcasts from different processes may arrive out of id order, and each
         # must still be delivered.
-        if payload["event"]["id"] > self.backfilled_through:
-            await self.send_json(payload["event"])
+        if payload["id"] > self.backfilled_through:
+            await self.send(text_data=payload["frame"])
 
     async def chat_presence(self, payload: dict) -> None:
         if payload["user"]["id"] == self.user.pk:

@@ -7,14 +7,13 @@ their last one went, or expired) is one atomic Lua script, so exactly one proces
 The embedded default (one process, no Redis) keeps the same structure in memory.
 """
 
-import asyncio
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from django.conf import settings
+
+from core.redis import LoopRedis
 
 # ARGV: now, expiry, member, user prefix. Returns 1 when no other live connection of the user was there.
 _JOIN = """
@@ -89,54 +88,34 @@ def _distinct_users(members) -> list[dict]:
 
 class RedisPresenceRegistry:
     def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
         self.prefix = prefix
-        self._connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def _scripts(self):
-        loop = asyncio.get_running_loop()
-        scripts = self._connections.get(loop)
-        if scripts is None:
-            client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=2, decode_responses=True
-            )
-            scripts = (
-                client,
-                client.register_script(_JOIN),
-                client.register_script(_LEAVE),
-                client.register_script(_SWEEP),
-            )
-            self._connections[loop] = scripts
-        return scripts
+        self.redis = LoopRedis(url, scripts={"join": _JOIN, "leave": _LEAVE, "sweep": _SWEEP}, decode_responses=True)
 
     def _key(self, room_id: int) -> str:
         return f"{self.prefix}:presence:{room_id}"
 
     async def join(self, presence: Presence) -> bool:
-        _, join, _, _ = self._scripts()
         now, ttl = time.time(), settings.CHAT_PRESENCE_TTL_SECONDS
         args = [now, now + ttl, presence.member, presence.user_prefix, ttl * 4]
-        return bool(await join(keys=[self._key(presence.room_id)], args=args))
+        return bool(await self.redis.script("join")(keys=[self._key(presence.room_id)], args=args))
 
     async def heartbeat(self, presence: Presence) -> None:
-        client = self._scripts()[0]
+        client = self.redis.client()
         expires = time.time() + settings.CHAT_PRESENCE_TTL_SECONDS
         # XX: a connection that was swept as dead must not come back silently (its "leave" was announced).
         await client.zadd(self._key(presence.room_id), {presence.member: expires}, xx=True)
         await client.expire(self._key(presence.room_id), settings.CHAT_PRESENCE_TTL_SECONDS * 4)
 
     async def leave(self, presence: Presence) -> bool:
-        _, _, leave, _ = self._scripts()
         args = [time.time(), presence.member, presence.user_prefix]
-        return bool(await leave(keys=[self._key(presence.room_id)], args=args))
+        return bool(await self.redis.script("leave")(keys=[self._key(presence.room_id)], args=args))
 
     async def sweep(self, room_id: int) -> list[dict]:
-        _, _, _, sweep = self._scripts()
+        sweep = self.redis.script("sweep")
         return [_user(identity) for identity in await sweep(keys=[self._key(room_id)], args=[time.time()])]
 
     async def online(self, room_id: int) -> list[dict]:
-        client = self._scripts()[0]
-        members = await client.zrangebyscore(self._key(room_id), f"({time.time()}", "+inf")
+        members = await self.redis.client().zrangebyscore(self._key(room_id), f"({time.time()}", "+inf")
         return _distinct_users(members)
 
 

@@ -3,13 +3,13 @@
 import contextlib
 import functools
 import logging
+import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
-from django.urls import Resolver404, resolve
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
@@ -83,13 +83,13 @@ def install_error_handlers(api: NinjaAPI) -> None:
 class DeprecatedNinjaAPI(NinjaAPI):
     """An API version still served but superseded: every response says so (RFC 8594 Sunset, RFC 8288 Link)."""
 
-    def __init__(self, *args, prefix: str, successor_prefix: str, sunset: datetime, **kwargs):
+    def __init__(self, *args, prefix: str, successor: NinjaAPI, successor_prefix: str, sunset: datetime, **kwargs):
         super().__init__(*args, **kwargs)
         self.prefix = prefix
+        self.successor = successor
         self.successor_prefix = successor_prefix
         self.sunset_header = format_datetime(sunset, usegmt=True)
-        # route pattern -> whether the successor version serves the same route
-        self._successor_serves: dict[str, bool] = {}
+        self._successor_operations: frozenset[tuple[str, str]] | None = None
 
     def create_response(self, request, *args, **kwargs):
         return self._announce(request, super().create_response(request, *args, **kwargs))
@@ -107,17 +107,29 @@ class DeprecatedNinjaAPI(NinjaAPI):
         return response
 
     def _successor_path(self, request) -> str | None:
+        """The same operation in the successor version (same path template and method), if it has one."""
         if not request.path.startswith(self.prefix) or request.resolver_match is None:
             return None
-        candidate = self.successor_prefix + request.path.removeprefix(self.prefix)
-        route = request.resolver_match.route
-        if route not in self._successor_serves:
-            try:
-                resolve(candidate)
-                self._successor_serves[route] = True
-            except Resolver404:
-                self._successor_serves[route] = False
-        return candidate if self._successor_serves[route] else None
+        template = self.successor_prefix + _PATH_PARAMETER.sub(r"{\1}", request.resolver_match.route).removeprefix(
+            self.prefix.lstrip("/")
+        )
+        method = "get" if request.method == "HEAD" else request.method.lower()
+        if (template, method) not in self._successor_operation_set():
+            return None
+        return self.successor_prefix + request.path.removeprefix(self.prefix)
+
+    def _successor_operation_set(self) -> frozenset[tuple[str, str]]:
+        # Read once from the successor's own schema: (path template, method) of every operation it serves.
+        if self._successor_operations is None:
+            paths = self.successor.get_openapi_schema(path_prefix=self.successor_prefix)["paths"]
+            self._successor_operations = frozenset(
+                (path, method) for path, operations in paths.items() for method in operations
+            )
+        return self._successor_operations
+
+
+# "users/<user_id>" or "posts/<int:post_id>" -> "users/{user_id}", as OpenAPI writes path templates.
+_PATH_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
 
 
 # --- rate limits: every operation of both versions ----------------------------------------------------------
@@ -202,6 +214,7 @@ api_v1 = _configure(
         description="Legacy version, still served until its Sunset date. See v2 for the current one.",
         urls_namespace="api-1",
         prefix="/api/v1/",
+        successor=api_v2,
         successor_prefix="/api/v2/",
         sunset=datetime.combine(settings.API_V1_SUNSET, datetime.max.time(), tzinfo=UTC).replace(microsecond=0),
         **_COMMON,

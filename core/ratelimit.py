@@ -12,24 +12,22 @@ seconds, so an outage costs one timeout, not one per request. Without REDIS_URL 
 by definition) the in-process limiter is simply the limiter.
 """
 
-import asyncio
 import ipaddress
 import logging
 import math
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from django.conf import settings
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from core.errors import RateLimited, ServiceUnavailable
+from core.redis import LoopRedis
 
 logger = logging.getLogger(__name__)
 
@@ -167,33 +165,25 @@ class RedisLimiter:
         self.url = url
         self.prefix = prefix
         self.clock = clock
-        # redis.asyncio connections belong to the loop that opened them: one client per running loop.
-        self._connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def _scripts(self):
-        loop = asyncio.get_running_loop()
-        scripts = self._connections.get(loop)
-        if scripts is None:
-            client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=_REDIS_TIMEOUT_SECONDS, socket_timeout=_REDIS_TIMEOUT_SECONDS
-            )
-            # register_script runs EVALSHA and loads the script itself when Redis does not know it yet.
-            scripts = (client.register_script(_SLIDING_WINDOW), client.register_script(_TOKEN_BUCKET))
-            self._connections[loop] = scripts
-        return scripts
+        self.redis = LoopRedis(
+            url,
+            scripts={"sliding_window": _SLIDING_WINDOW, "token_bucket": _TOKEN_BUCKET},
+            timeout=_REDIS_TIMEOUT_SECONDS,
+        )
 
     async def hit(self, policy: Policy, identity: str) -> Decision:
         key = f"{self.prefix}:{policy.name}:{identity}"
         now_ms = int(self.clock() * 1000)
-        sliding_window, token_bucket = self._scripts()
         try:
             if isinstance(policy.rule, SlidingWindow):
                 member = f"{now_ms}:{os.urandom(6).hex()}"
-                result = await sliding_window(
+                result = await self.redis.script("sliding_window")(
                     keys=[key], args=[now_ms, policy.rule.window * 1000, policy.rule.limit, member]
                 )
             else:
-                result = await token_bucket(keys=[key], args=[now_ms, policy.rule.rate, policy.rule.burst])
+                result = await self.redis.script("token_bucket")(
+                    keys=[key], args=[now_ms, policy.rule.rate, policy.rule.burst]
+                )
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(str(exc) or type(exc).__name__) from exc
         return _decision(policy, *result)

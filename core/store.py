@@ -5,15 +5,15 @@ embedded default, which is a single process by definition. Callers get `StoreUna
 reached and decide themselves whether to fail open or closed.
 """
 
-import asyncio
 import threading
 import time
-import weakref
 from contextlib import contextmanager
 
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
+
+from core.redis import LoopRedis
 
 
 class StoreUnavailable(Exception):
@@ -38,24 +38,11 @@ def _reachable():
 
 class RedisStore:
     def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
         self.prefix = prefix
-        # redis.asyncio connections belong to the loop that opened them: one client per running loop.
-        self._connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.redis = LoopRedis(url, scripts={"hit": _HIT_SCRIPT})
 
     def client(self) -> aioredis.Redis:
-        return self._connection()[0]
-
-    def _connection(self):
-        loop = asyncio.get_running_loop()
-        connection = self._connections.get(loop)
-        if connection is None:
-            client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
-            )
-            connection = (client, client.register_script(_HIT_SCRIPT))
-            self._connections[loop] = connection
-        return connection
+        return self.redis.client()
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"
@@ -81,7 +68,7 @@ class RedisStore:
     async def hit(self, key: str, window: int) -> tuple[int, int]:
         """Count one hit in a fixed window that starts with the first hit; returns (hits, seconds left)."""
         with _reachable():
-            count, ttl = await self._connection()[1](keys=[self._key(key)], args=[int(window)])
+            count, ttl = await self.redis.script("hit")(keys=[self._key(key)], args=[int(window)])
         return int(count), max(int(ttl), 1)
 
 

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import redis
+from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connection
 
@@ -45,9 +46,11 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 @pytest.fixture(autouse=True)
 def _clean_redis():
-    """Each test starts with an empty Redis database (the test URL points at a database of its own)."""
+    """Each test starts with an empty Redis database (the test URL points at a database of its own), and with
+    new channel layer instances: theirs hold asyncio locks bound to the event loop of the test that made them."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()
+    channel_layers.backends.clear()
     yield
     client.close()
 

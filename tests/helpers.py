@@ -29,6 +29,14 @@ def clean_env(**overrides: str) -> dict[str, str]:
         "EMAIL_",
         "JWT_",
         "LOGIN_",
+        "RATE_LIMIT_",
+        "POSTS_",
+        "CHAT_",
+        "CHANNEL_LAYER",
+        "SHUTDOWN_",
+        "TRUSTED_PROXY_COUNT",
+        "MAX_REQUEST_BODY_BYTES",
+        "API_V1_SUNSET",
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith(project_prefixes)}
     env.update(overrides)

@@ -144,3 +144,17 @@ def test_v1_is_marked_deprecated_with_a_link_to_v2(client):
     assert response["Sunset"].endswith("GMT")
     assert response["Link"] == '</api/v2/users/1>; rel="successor-version"'
     assert "Deprecation" not in client.get("/api/v2/users/1")
+
+
+def test_v1_links_only_to_operations_v2_really_has(client, make_user, bearer):
+    author = make_user()
+    # v2 serves GET /authors/... nowhere and post writes not at all: no successor to point at.
+    assert "Link" not in client.get(f"/api/v1/authors/{author.pk}/posts")
+    created = client.post(
+        "/api/v1/posts/", {"title": "t", "body": "b"}, content_type="application/json", headers=bearer(author)
+    )
+    assert created.status_code == 201
+    assert created["Deprecation"] == "true"
+    assert "Link" not in created
+    post_id = created.json()["id"]
+    assert client.get(f"/api/v1/posts/{post_id}")["Link"] == f'</api/v2/posts/{post_id}>; rel="successor-version"'

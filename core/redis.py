@@ -1,0 +1,54 @@
+"""Async Redis clients for code that runs on event loops (requests, consumers, tests with a loop each)."""
+
+import asyncio
+import weakref
+
+import redis.asyncio as aioredis
+
+# A stuck Redis must fail a request quickly rather than hang it.
+DEFAULT_TIMEOUT_SECONDS = 2.0
+
+
+class LoopRedis:
+    """One `redis.asyncio` client per running event loop, with its Lua scripts registered.
+
+    redis.asyncio connections belong to the loop that opened them, and a process can run several loops over its
+    life (the server's, async_to_sync's, a test's). `register_script` runs EVALSHA and loads the script itself
+    when Redis does not know it yet.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        scripts: dict[str, str] | None = None,
+        decode_responses: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.url = url
+        self.script_sources = dict(scripts or {})
+        self.decode_responses = decode_responses
+        self.timeout = timeout
+        self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _connection(self) -> tuple[aioredis.Redis, dict]:
+        loop = asyncio.get_running_loop()
+        connection = self._per_loop.get(loop)
+        if connection is None:
+            client = aioredis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=self.timeout,
+                socket_timeout=self.timeout,
+                health_check_interval=30,
+                decode_responses=self.decode_responses,
+            )
+            scripts = {name: client.register_script(source) for name, source in self.script_sources.items()}
+            connection = (client, scripts)
+            self._per_loop[loop] = connection
+        return connection
+
+    def client(self) -> aioredis.Redis:
+        return self._connection()[0]
+
+    def script(self, name: str):
+        return self._connection()[1][name]
