@@ -304,3 +304,8 @@ RATE_LIMIT_POLICIES = {
         "fail_closed": True,
     },
 }
+
+# --- Chat in the browser (chat/urls.py): Django session login for the rooms and room pages -------------------
+LOGIN_URL = "chat:login"
+LOGIN_REDIRECT_URL = "chat:rooms"
+LOGOUT_REDIRECT_URL = "chat:login"

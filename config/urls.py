@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from config.api import api_v1, api_v2
 from core.health import health, ready
@@ -11,4 +11,5 @@ urlpatterns = [
     path("api/v1/", api_v1.urls),
     path("api/v2/", api_v2.urls),
     path(settings.ADMIN_URL, admin.site.urls),
+    path("", include("chat.urls")),
 ]

@@ -1,0 +1,15 @@
+"""The browser pages: session login and logout, the rooms list, a room."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.rooms, name="rooms"),
+    path("chat/<slug:slug>/", views.room, name="room"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+]
