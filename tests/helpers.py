@@ -104,13 +104,18 @@ class ServerProcess:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM (a graceful stop for the server and Celery's warm shutdown), then SIGKILL after 15 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class WorkerProcess:
@@ -154,11 +159,5 @@ class WorkerProcess:
         return self.log_path.read_text()
 
     def stop(self) -> None:
-        # SIGTERM is Celery's warm shutdown: the task in hand finishes, nothing new is taken.
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        # Warm shutdown: the task in hand finishes, nothing new is taken.
+        stop_process(self.process)
