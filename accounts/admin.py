@@ -3,7 +3,11 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 
 from accounts import services
+from accounts.forms import GuardedAdminAuthenticationForm
 from accounts.models import RefreshTokenFamily, User
+
+# The admin's login page counts failed attempts like the API does (accounts/forms.py).
+admin.site.login_form = GuardedAdminAuthenticationForm
 
 
 class RevokingAdminPasswordChangeForm(AdminPasswordChangeForm):

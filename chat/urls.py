@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from accounts.forms import GuardedAuthenticationForm
 from chat import views
 
 app_name = "chat"
@@ -10,6 +11,10 @@ app_name = "chat"
 urlpatterns = [
     path("", views.rooms, name="rooms"),
     path("chat/<slug:slug>/", views.room, name="room"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=GuardedAuthenticationForm),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -238,8 +238,10 @@ async def test_message_rate_is_limited_per_connection(connect, room, make_user, 
     for _ in range(3):
         await communicator.send_json_to(message())
         await next_of_type(communicator, "ack")
-    await communicator.send_json_to(message())
-    assert (await next_of_type(communicator, "error"))["code"] == "rate_limited"
+    refused = message()
+    await communicator.send_json_to(refused)
+    error = await next_of_type(communicator, "error")
+    assert (error["code"], error["client_id"]) == ("rate_limited", refused["client_id"])
     assert await Message.objects.acount() == 3
 
 

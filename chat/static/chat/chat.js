@@ -145,9 +145,24 @@
     // Confirmed messages by id, their ids kept sorted: the list shows each id once, in id order.
     const shownIds = [];
     const shownById = new Map();
-    // The newest id this page has seen; a reconnect asks the server for everything after it. Null until the page
-    // knows where the room stands (the first history page, or a first message).
-    let lastId = null;
+    // Where a reconnect resumes (`?after=`). Messages from the history API are a consistent snapshot, but live
+    // ones are broadcast by several server processes and may arrive a few milliseconds out of id order: the
+    // newest id seen live may have an older sibling still in flight. So live ids only count once they have
+    // settled for RESUME_SETTLE_MS; until then a reconnect asks from the last settled id, and whatever the server
+    // sends twice is dropped by id. Null until the page knows where the room stands.
+    const RESUME_SETTLE_MS = 2000;
+    let settledId = null;
+    const unsettled = []; // [id, received at], in arrival order
+
+    function settle(id) {
+      settledId = settledId === null ? id : Math.max(settledId, id);
+    }
+
+    function resumeAfter() {
+      const cutoff = Date.now() - RESUME_SETTLE_MS;
+      while (unsettled.length && unsettled[0][1] <= cutoff) settle(unsettled.shift()[0]);
+      return settledId;
+    }
     let firstPageLoaded = false;
     let hasOlder = true;
     let historyRequest = null;
@@ -192,7 +207,9 @@
     }
 
     /** Insert a confirmed message at its place by id; one already shown is left alone. */
-    function showMessage(message) {
+    function showMessage(message, live) {
+      if (live) unsettled.push([message.id, Date.now()]);
+      else settle(message.id);
       if (shownById.has(message.id)) return;
       const item = messageItem(message.user, message.text, new Date(message.created_at));
       item.dataset.id = String(message.id);
@@ -207,7 +224,6 @@
       messageList.insertBefore(item, next);
       shownIds.splice(low, 0, message.id);
       shownById.set(message.id, item);
-      lastId = lastId === null ? message.id : Math.max(lastId, message.id);
     }
 
     // --- history ---
@@ -236,10 +252,10 @@
           const first = !firstPageLoaded;
           // Prepending moves what the reader is looking at; keep its distance from the bottom instead.
           const fromBottom = log.scrollHeight - log.scrollTop;
-          body.items.forEach(showMessage);
+          body.items.forEach((message) => showMessage(message, false));
           if (first) {
             firstPageLoaded = true;
-            if (lastId === null) lastId = 0;
+            if (settledId === null) settledId = 0;
             scrollToBottom();
           } else {
             log.scrollTop = log.scrollHeight - fromBottom;
@@ -374,14 +390,14 @@
         const stick = nearBottom();
         if (event.user.id === me.id) confirmPending(event.client_id);
         stopTyping(event.user.username);
-        showMessage(event);
+        showMessage(event, true);
         if (stick) scrollToBottom();
       },
       ack(event) {
         const entry = confirmPending(event.client_id);
         // The broadcast of the same message may still be on its way (or lost): the ack alone confirms it.
         if (entry) {
-          showMessage({ id: event.id, user: me, text: entry.text, created_at: new Date().toISOString() });
+          showMessage({ id: event.id, user: me, text: entry.text, created_at: new Date().toISOString() }, true);
           scrollToBottom();
         }
       },
@@ -414,7 +430,8 @@
 
     function socketUrl() {
       const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-      const query = lastId === null ? "" : "?after=" + lastId;
+      const after = resumeAfter();
+      const query = after === null ? "" : "?after=" + after;
       return scheme + "//" + window.location.host + root.dataset.socketPath + query;
     }
 
