@@ -10,6 +10,8 @@ from accounts import tokens
 from accounts.denylist import is_access_token_denied
 from accounts.models import User
 from core.errors import PermissionDenied, ServiceUnavailable
+from core.logging import user_id_var
+from core.metrics import AUTH_FAILURES
 from core.store import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -24,10 +26,12 @@ class JWTAuth(HttpBearer):
             claims = tokens.verify(token, token_type=tokens.ACCESS)
         except tokens.InvalidToken as exc:
             logger.info("access token refused: %s", exc)
+            AUTH_FAILURES.labels("invalid_token").inc()
             return None
         try:
             if await is_access_token_denied(claims["jti"]):
                 logger.info("access token refused: revoked")
+                AUTH_FAILURES.labels("revoked_token").inc()
                 return None
         except StoreUnavailable as exc:
             # Revocation cannot be checked; accepting the token could accept a logged-out one.
@@ -38,7 +42,9 @@ class JWTAuth(HttpBearer):
         user = await User.objects.filter(pk=int(claims["sub"]), is_active=True).afirst()
         if user is None or user.token_generation != claims["gen"]:
             logger.info("access token refused: user inactive or logged out everywhere")
+            AUTH_FAILURES.labels("inactive_or_logged_out").inc()
             return None
+        user_id_var.set(user.pk)
         request.user = user
         request.token_claims = claims
         return user

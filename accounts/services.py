@@ -18,7 +18,9 @@ from accounts import tokens
 from accounts.denylist import deny_access_token
 from accounts.models import RefreshTokenFamily, User
 from core.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited, ServiceError, ServiceUnavailable
+from core.metrics import AUTH_FAILURES
 from core.store import StoreUnavailable, get_store
+from core.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +101,7 @@ def user_update_profile(*, user: User, email: str | None = None, display_name: s
 # --- brute-force guard ----------------------------------------------------------------------------------
 
 
-def login_guard_key(*, username: str, client_ip: str) -> str:
-    """Attempts are counted per username and client address, whichever door they come through (API or form)."""
-    return f"login-attempts:{client_ip}:{username.casefold()}"
-
-
-async def login_attempt_reserve(key: str) -> None:
+async def _count_attempt(key: str) -> None:
     """Reserve one attempt before checking a password, so concurrent guesses cannot all slip under the limit.
     Fails closed: with the store unreachable no password is checked at all."""
     try:
@@ -118,7 +115,7 @@ async def login_attempt_reserve(key: str) -> None:
         raise RateLimited(seconds_left, "Too many failed attempts; try again later.")
 
 
-async def login_attempts_forget(key: str) -> None:
+async def _forget_attempts(key: str) -> None:
     try:
         await get_store().delete(key)
     except StoreUnavailable as exc:
@@ -163,12 +160,13 @@ def _family_start(user: User) -> TokenPair:
 
 
 async def token_obtain(*, username: str, password: str, client_ip: str) -> TokenPair:
-    guard_key = login_guard_key(username=username, client_ip=client_ip)
-    await login_attempt_reserve(guard_key)
+    guard_key = f"login-attempts:{client_ip}:{username.casefold()}"
+    await _count_attempt(guard_key)
     user = await User.objects.filter(username__iexact=username).afirst()
     if not await _check_password_off_loop(user, password) or not user.is_active:
+        AUTH_FAILURES.labels("invalid_credentials").inc()
         raise NotAuthenticated(INVALID_CREDENTIALS, code="invalid_credentials")
-    await login_attempts_forget(guard_key)
+    await _forget_attempts(guard_key)
     return await sync_to_async(_family_start)(user)
 
 
@@ -210,10 +208,22 @@ def _verified_refresh_claims(refresh_token: str, *, check_expiry: bool = True) -
 
 
 def token_refresh(*, refresh_token: str) -> TokenPair:
-    pair = _rotate(_verified_refresh_claims(refresh_token))
-    if pair is None:
-        raise NotAuthenticated(INVALID_REFRESH_TOKEN, code="invalid_token")
-    return pair
+    # Attributes: the user id and the outcome; never the token.
+    with span("token.refresh") as current:
+        try:
+            claims = _verified_refresh_claims(refresh_token)
+        except NotAuthenticated:
+            AUTH_FAILURES.labels("invalid_refresh_token").inc()
+            current.set_attribute("token.outcome", "invalid")
+            raise
+        current.set_attribute("enduser.id", str(claims["sub"]))
+        pair = _rotate(claims)
+        if pair is None:
+            AUTH_FAILURES.labels("refresh_token_reuse").inc()
+            current.set_attribute("token.outcome", "reuse")
+            raise NotAuthenticated(INVALID_REFRESH_TOKEN, code="invalid_token")
+        current.set_attribute("token.outcome", "rotated")
+        return pair
 
 
 async def token_logout(*, user: User, access_claims: dict, refresh_token: str) -> None:
@@ -255,10 +265,10 @@ def _password_change(user: User, new_password: str) -> None:
 
 async def user_change_password(*, user: User, current_password: str, new_password: str) -> None:
     guard_key = f"password-attempts:{user.pk}"
-    await login_attempt_reserve(guard_key)
+    await _count_attempt(guard_key)
     if not await _check_password_off_loop(user, current_password):
         raise ServiceError("The current password is incorrect.", code="wrong_password", status=400)
-    await login_attempts_forget(guard_key)
+    await _forget_attempts(guard_key)
     await sync_to_async(_password_change)(user, new_password)
 
 

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from opentelemetry.trace import SpanKind
 
 from accounts.models import User
 from chat import selectors, services
@@ -17,6 +18,9 @@ from chat.models import MAX_MESSAGE_LENGTH, Room
 from chat.presence import Presence, get_presence_registry
 from chat.schemas import message_event
 from chat.throttle import TokenBucket
+from core.logging import request_id_var, user_id_var
+from core.metrics import CHAT_MESSAGES_SENT, WEBSOCKET_CONNECTIONS
+from core.tracing import context_from_headers, span, tracer
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,10 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     browser page, the Django session cookie; anyone else is closed with 4001 at once."""
 
     user: User | None = None
+    # The `consumer` label of websocket_connections_open.
+    metrics_name = "websocket"
+    # Frame types worth naming in a span attribute; anything else a client sends is "other".
+    frame_types: frozenset[str] = frozenset()
 
     def query_param(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
@@ -50,7 +58,15 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         # Accept first: a close code (4001, 4004) can only be sent on an open socket.
         await self.accept()
+        WEBSOCKET_CONNECTIONS.labels(self.metrics_name).inc()
+        self.counted = True
+        # Ids for every log line of this connection: it runs as one task, so these stay set until it ends.
+        request_id_var.set(uuid.uuid4().hex)
+        # A traceparent on the handshake parents the span of every frame handled on this connection.
+        self.trace_context = context_from_headers(self.scope.get("headers", []))
         self.user = await self.authenticate()
+        if self.user is not None:
+            user_id_var.set(self.user.pk)
         if self.user is None:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
@@ -59,26 +75,8 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def connected(self) -> None:
         raise NotImplementedError
 
-    async def release(self) -> None:
-        """Undo what `connected` set up (groups, presence, tasks). Runs exactly once per connection."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        # Cleanup may not wait for `disconnect`: when a send finds the client already gone, the server raises out
-        # of the consumer and no disconnect handler ever runs. Without this the user would stay "online" forever,
-        # kept alive by a heartbeat task that outlived its connection.
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            try:
-                await self.release()
-            except Exception:
-                logger.exception("releasing a closed connection failed")
-
-    async def disconnect(self, code) -> None:
-        await self.release()
-
-    async def send_error(self, code: str, detail: str, **extra) -> None:
-        await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
+    async def send_error(self, code: str, detail: str) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail})
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         # Bad frames get an error event; the connection stays open.
@@ -93,7 +91,20 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
             await self.send_error("invalid_frame", 'Send a JSON object with a "type".')
             return
-        await self.receive_json(content)
+        frame_type = content["type"] if content["type"] in self.frame_types else "other"
+        with tracer.start_as_current_span(
+            f"websocket receive {frame_type}",
+            context=self.trace_context,
+            kind=SpanKind.SERVER,
+            attributes={"websocket.frame_type": frame_type, "websocket.consumer": self.metrics_name},
+        ):
+            await self.receive_json(content)
+
+    async def websocket_disconnect(self, message) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            WEBSOCKET_CONNECTIONS.labels(self.metrics_name).dec()
+        await super().websocket_disconnect(message)
 
     @classmethod
     async def encode_json(cls, content) -> str:
@@ -106,6 +117,8 @@ class ChatConsumer(AuthenticatedConsumer):
     acked or broadcast, and a reconnect with `after` replays whatever the client missed."""
 
     room: Room | None = None
+    metrics_name = "chat"
+    frame_types = frozenset({"message", "typing", "ping"})
     presence: Presence | None = None
 
     async def connected(self) -> None:
@@ -173,15 +186,14 @@ class ChatConsumer(AuthenticatedConsumer):
             except Exception:
                 logger.exception("presence heartbeat failed; retrying at the next beat")
 
-    async def release(self) -> None:
-        presence, self.presence = self.presence, None
-        if presence is None:
+    async def disconnect(self, code) -> None:
+        if self.presence is None:
             return
         task = getattr(self, "heartbeat_task", None)
         if task is not None:
             task.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
-        if await get_presence_registry().leave(presence):
+        if await get_presence_registry().leave(self.presence):
             await self.channel_layer.group_send(
                 self.group, {"type": "chat.presence", "event": "leave", "user": self.user_summary()}
             )
@@ -197,28 +209,31 @@ class ChatConsumer(AuthenticatedConsumer):
 
     async def on_message(self, content: dict) -> None:
         text, client_id = content.get("text"), content.get("client_id")
-        # A refusal names the message it refuses, so the client knows which pending one it was.
-        echo = {"client_id": client_id} if isinstance(client_id, str) and len(client_id) <= 64 else {}
         if not isinstance(text, str) or not text.strip():
-            await self.send_error("invalid_message", "The message text must be a non-empty string.", **echo)
+            await self.send_error("invalid_message", "The message text must be a non-empty string.")
             return
         if len(text) > MAX_MESSAGE_LENGTH:
-            detail = f"The message text is over {MAX_MESSAGE_LENGTH} characters."
-            await self.send_error("invalid_message", detail, **echo)
+            await self.send_error("invalid_message", f"The message text is over {MAX_MESSAGE_LENGTH} characters.")
             return
         try:
-            client_uuid = uuid.UUID(client_id) if isinstance(client_id, str) else None
+            client_uuid = uuid.UUID(str(client_id)) if isinstance(client_id, str) else None
         except ValueError:
             client_uuid = None
         if client_uuid is None:
-            await self.send_error("invalid_client_id", "client_id must be a UUID chosen by the client.", **echo)
+            await self.send_error("invalid_client_id", "client_id must be a UUID chosen by the client.")
             return
         if not self.bucket.take():
-            await self.send_error("rate_limited", "Too many messages; slow down.", **echo)
+            await self.send_error("rate_limited", "Too many messages; slow down.")
             return
-        message, _ = await database_sync_to_async(services.message_send)(
-            room=self.room, user=self.user, text=text, client_id=client_uuid
-        )
+        # Attributes are ids only: the text never goes into a span.
+        with span("chat.message_send", **{"chat.room_id": self.room.pk, "enduser.id": str(self.user.pk)}) as current:
+            message, created = await database_sync_to_async(services.message_send)(
+                room=self.room, user=self.user, text=text, client_id=client_uuid
+            )
+            current.set_attribute("chat.message_id", message.pk)
+            current.set_attribute("chat.duplicate", not created)
+        if created:
+            CHAT_MESSAGES_SENT.inc()
         # Committed by now: the ack promises the message is stored.
         await self.send_json({"type": "ack", "client_id": client_id, "id": message.pk})
 
@@ -255,12 +270,15 @@ class ChatConsumer(AuthenticatedConsumer):
 class NotificationConsumer(AuthenticatedConsumer):
     """`/ws/notifications/`: events for one user (e.g. a finished job), from any process."""
 
+    metrics_name = "notifications"
+    frame_types = frozenset({"ping"})
+
     async def connected(self) -> None:
         self.group = services.user_group(self.user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_json({"type": "welcome", "user": {"id": self.user.pk, "username": self.user.username}})
 
-    async def release(self) -> None:
+    async def disconnect(self, code) -> None:
         if self.user is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

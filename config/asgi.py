@@ -6,6 +6,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from django.core.asgi import get_asgi_application
 
+from core.tracing import setup_tracing, traced_asgi
+
+# Before Django connects to anything: the database driver and Redis client are instrumented in place.
+setup_tracing("web")
+
 # Django must be set up before anything imports models (consumers, routing).
 django_asgi_app = get_asgi_application()
 
@@ -15,14 +20,16 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from core.backends import log_backends_in_use  # noqa: E402
+from core.metrics import forget_process_on_exit  # noqa: E402
 from core.websocket import browser_origin_validator  # noqa: E402
 
 log_backends_in_use("web server")
+forget_process_on_exit()
 
 application = ProtocolTypeRouter(
     {
         # Static files (admin, API docs) are served by the app itself, so one image needs no extra web server.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": traced_asgi(ASGIStaticFilesHandler(django_asgi_app)),
         # Origins outside ALLOWED_HOSTS are refused at the handshake; the session cookie identifies browser users
         # (API clients present a single-use ticket instead, checked by the consumer).
         "websocket": browser_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),

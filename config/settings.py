@@ -5,6 +5,7 @@ so `make run` works on a bare machine; DATABASE_URL and REDIS_URL switch to Post
 Every variable read here is documented in README.md and .env.example.
 """
 
+import ipaddress
 from datetime import date
 from pathlib import Path
 
@@ -309,3 +310,19 @@ RATE_LIMIT_POLICIES = {
 LOGIN_URL = "chat:login"
 LOGIN_REDIRECT_URL = "chat:rooms"
 LOGOUT_REDIRECT_URL = "chat:login"
+
+# --- Observability (core/tracing.py, core/metrics.py; README, Observability) -----------------------------------
+# Tracing is configured by the standard OTEL_* variables alone (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...).
+# /metrics answers clients in these networks that did not come through a proxy, or anyone with the token.
+METRICS_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(network, strict=False)
+    for network in env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+]
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# A Celery worker serves its own metrics (task outcomes and durations) on this port; 0 serves none.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
+WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "0.0.0.0")
+# Multiprocess metrics (README, Observability): the variable is read by prometheus_client itself; the directory
+# must exist before the first metric is made, and should start empty.
+if env_str("PROMETHEUS_MULTIPROC_DIR"):
+    Path(env_str("PROMETHEUS_MULTIPROC_DIR")).mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,16 @@
-"""Log records as one JSON object per line, carrying the id of the request they belong to."""
+"""Log records as one JSON object per line, carrying the ids of the request, trace, span and user they belong to."""
 
 import json
 import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+
 # Set by the request middleware for the duration of one request; copied into threads by asgiref.
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# The authenticated user's id, once authentication (or a WebSocket consumer) has established it.
+user_id_var: ContextVar[int | None] = ContextVar("user_id", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is worth emitting.
 _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -18,6 +22,15 @@ class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        if not hasattr(record, "user_id"):
+            user_id = user_id_var.get()
+            if user_id is not None:
+                record.user_id = user_id
+        # The span active where the record was logged (request, Celery task, consumer handler), when traced.
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
         return True
 
 

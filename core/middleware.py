@@ -1,13 +1,19 @@
 """What the contract promises on every response, in one async middleware (one hop, no thread switch)."""
 
+import logging
 import re
+import time
 import uuid
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 
 from core.errors import error_response
-from core.logging import request_id_var
+from core.logging import request_id_var, user_id_var
+from core.metrics import observe_request
+from core.tracing import name_request_span
+
+access_logger = logging.getLogger("access")
 
 # Echo a caller's id only when it is a sane token: it ends up in our logs and response headers.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -20,6 +26,9 @@ class ContractMiddleware:
     - `X-Request-ID`: echoed when the client sent a valid one, generated otherwise; bound to the log context.
     - A declared body over MAX_REQUEST_BODY_BYTES is refused with `413` before any view reads it.
     - Under /api/, a non-JSON error (an unknown path's `404`, a `405` from the router) becomes the contract's body.
+
+    Observability rides along in the same hop: the request's metrics (core/metrics.py), its span named by route,
+    and one access log line (method, path without the query string, status, duration).
     """
 
     sync_capable = False
@@ -30,16 +39,39 @@ class ContractMiddleware:
         markcoroutinefunction(self)
 
     async def __call__(self, request):
+        started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
+        user_token = user_id_var.set(None)
         try:
             response = await self._respond(request)
+            response["X-Request-ID"] = request_id
+            self._observe(request, response, time.perf_counter() - started)
         finally:
+            user_id_var.reset(user_token)
             request_id_var.reset(token)
-        response["X-Request-ID"] = request_id
         return response
+
+    @staticmethod
+    def _observe(request, response, duration: float) -> None:
+        observe_request(request, response, duration)
+        match = request.resolver_match
+        if match is not None:
+            name_request_span(request.method, "/" + match.route)
+        access_logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(duration * 1000, 2),
+            },
+        )
 
     async def _respond(self, request):
         declared_length = request.META.get("CONTENT_LENGTH") or "0"

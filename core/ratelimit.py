@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from core.errors import RateLimited, ServiceUnavailable
+from core.metrics import RATE_LIMITED
 from core.redis import LoopRedis
 
 logger = logging.getLogger(__name__)
@@ -310,6 +311,7 @@ async def check(policy_name: str, identity: str) -> Decision:
     policy cannot be checked."""
     decision = await get_limiter().hit(Policy.from_settings(policy_name), identity)
     if not decision.allowed:
+        RATE_LIMITED.labels(policy_name).inc()
         refusal = RateLimited(math.ceil(decision.retry_after_ms / 1000))
         refusal.headers.update(decision.headers())
         raise refusal

@@ -1,5 +1,6 @@
 """Shared helpers for tests that run the project in separate processes: real servers, real workers."""
 
+import contextlib
 import json
 import os
 import socket
@@ -149,7 +150,7 @@ class WorkerProcess:
     def _wait_until_ready(self, timeout: float) -> None:
         # Celery logs "<node> ready." once it consumes from its queues; a test's deadline then covers only its task.
         deadline = time.monotonic() + timeout
-        while not any(self.name in line and line.rstrip().endswith("ready.") for line in self.log().splitlines()):
+        while not any(self.name in message and message.endswith("ready.") for message in self.log_messages()):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"celery worker did not come up:\n{self.log()}")
@@ -157,6 +158,16 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def log_messages(self) -> list[str]:
+        """The worker's log messages: its JSON lines' messages, and Celery's own plain-text banner lines."""
+        messages = []
+        for line in self.log().splitlines():
+            # A JSON line still being written does not parse yet; it is read again on the next call.
+            with contextlib.suppress(ValueError, KeyError):
+                line = json.loads(line)["message"] if line.startswith("{") else line
+            messages.append(line.rstrip())
+        return messages
 
     def stop(self) -> None:
         # Warm shutdown: the task in hand finishes, nothing new is taken.

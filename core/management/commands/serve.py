@@ -66,6 +66,8 @@ class Command(BaseCommand):
             signal.signal(handled, lambda *_: None)
         server = DrainingServer(config)
         if workers > 1:
-            Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+            # uvicorn >= 0.54 runs a plain uvicorn.Server in each worker process (it takes no target any more):
+            # workers shut down gracefully on SIGTERM, without the /ready drain phase.
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
         else:
             server.run()
