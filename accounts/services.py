@@ -101,7 +101,12 @@ def user_update_profile(*, user: User, email: str | None = None, display_name: s
 # --- brute-force guard ----------------------------------------------------------------------------------
 
 
-async def _count_attempt(key: str) -> None:
+def login_guard_key(*, username: str, client_ip: str) -> str:
+    """Attempts are counted per username and client address, whichever door they come through (API or form)."""
+    return f"login-attempts:{client_ip}:{username.casefold()}"
+
+
+async def login_attempt_reserve(key: str) -> None:
     """Reserve one attempt before checking a password, so concurrent guesses cannot all slip under the limit.
     Fails closed: with the store unreachable no password is checked at all."""
     try:
@@ -115,7 +120,7 @@ async def _count_attempt(key: str) -> None:
         raise RateLimited(seconds_left, "Too many failed attempts; try again later.")
 
 
-async def _forget_attempts(key: str) -> None:
+async def login_attempts_forget(key: str) -> None:
     try:
         await get_store().delete(key)
     except StoreUnavailable as exc:
@@ -160,13 +165,13 @@ def _family_start(user: User) -> TokenPair:
 
 
 async def token_obtain(*, username: str, password: str, client_ip: str) -> TokenPair:
-    guard_key = f"login-attempts:{client_ip}:{username.casefold()}"
-    await _count_attempt(guard_key)
+    guard_key = login_guard_key(username=username, client_ip=client_ip)
+    await login_attempt_reserve(guard_key)
     user = await User.objects.filter(username__iexact=username).afirst()
     if not await _check_password_off_loop(user, password) or not user.is_active:
         AUTH_FAILURES.labels("invalid_credentials").inc()
         raise NotAuthenticated(INVALID_CREDENTIALS, code="invalid_credentials")
-    await _forget_attempts(guard_key)
+    await login_attempts_forget(guard_key)
     return await sync_to_async(_family_start)(user)
 
 
@@ -265,10 +270,10 @@ def _password_change(user: User, new_password: str) -> None:
 
 async def user_change_password(*, user: User, current_password: str, new_password: str) -> None:
     guard_key = f"password-attempts:{user.pk}"
-    await _count_attempt(guard_key)
+    await login_attempt_reserve(guard_key)
     if not await _check_password_off_loop(user, current_password):
         raise ServiceError("The current password is incorrect.", code="wrong_password", status=400)
-    await _forget_attempts(guard_key)
+    await login_attempts_forget(guard_key)
     await sync_to_async(_password_change)(user, new_password)
 
 

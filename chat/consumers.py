@@ -75,8 +75,29 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def connected(self) -> None:
         raise NotImplementedError
 
-    async def send_error(self, code: str, detail: str) -> None:
-        await self.send_json({"type": "error", "code": code, "detail": detail})
+    async def release(self) -> None:
+        """Undo what `connected` set up (groups, presence, tasks). Runs exactly once per connection."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        # Cleanup may not wait for `disconnect`: when a send finds the client already gone, the server raises out
+        # of the consumer and no disconnect handler ever runs. Without this the user would stay "online" forever,
+        # kept alive by a heartbeat task that outlived its connection.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Here rather than in a disconnect handler, which a vanished client never triggers.
+            if getattr(self, "counted", False):
+                WEBSOCKET_CONNECTIONS.labels(self.metrics_name).dec()
+            try:
+                await self.release()
+            except Exception:
+                logger.exception("releasing a closed connection failed")
+
+    async def disconnect(self, code) -> None:
+        await self.release()
+
+    async def send_error(self, code: str, detail: str, **extra) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         # Bad frames get an error event; the connection stays open.
@@ -99,12 +120,6 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             attributes={"websocket.frame_type": frame_type, "websocket.consumer": self.metrics_name},
         ):
             await self.receive_json(content)
-
-    async def websocket_disconnect(self, message) -> None:
-        if getattr(self, "counted", False):
-            self.counted = False
-            WEBSOCKET_CONNECTIONS.labels(self.metrics_name).dec()
-        await super().websocket_disconnect(message)
 
     @classmethod
     async def encode_json(cls, content) -> str:
@@ -186,14 +201,15 @@ class ChatConsumer(AuthenticatedConsumer):
             except Exception:
                 logger.exception("presence heartbeat failed; retrying at the next beat")
 
-    async def disconnect(self, code) -> None:
-        if self.presence is None:
+    async def release(self) -> None:
+        presence, self.presence = self.presence, None
+        if presence is None:
             return
         task = getattr(self, "heartbeat_task", None)
         if task is not None:
             task.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
-        if await get_presence_registry().leave(self.presence):
+        if await get_presence_registry().leave(presence):
             await self.channel_layer.group_send(
                 self.group, {"type": "chat.presence", "event": "leave", "user": self.user_summary()}
             )
@@ -209,21 +225,24 @@ class ChatConsumer(AuthenticatedConsumer):
 
     async def on_message(self, content: dict) -> None:
         text, client_id = content.get("text"), content.get("client_id")
+        # A refusal names the message it refuses, so the client knows which pending one it was.
+        echo = {"client_id": client_id} if isinstance(client_id, str) and len(client_id) <= 64 else {}
         if not isinstance(text, str) or not text.strip():
-            await self.send_error("invalid_message", "The message text must be a non-empty string.")
+            await self.send_error("invalid_message", "The message text must be a non-empty string.", **echo)
             return
         if len(text) > MAX_MESSAGE_LENGTH:
-            await self.send_error("invalid_message", f"The message text is over {MAX_MESSAGE_LENGTH} characters.")
+            detail = f"The message text is over {MAX_MESSAGE_LENGTH} characters."
+            await self.send_error("invalid_message", detail, **echo)
             return
         try:
-            client_uuid = uuid.UUID(str(client_id)) if isinstance(client_id, str) else None
+            client_uuid = uuid.UUID(client_id) if isinstance(client_id, str) else None
         except ValueError:
             client_uuid = None
         if client_uuid is None:
-            await self.send_error("invalid_client_id", "client_id must be a UUID chosen by the client.")
+            await self.send_error("invalid_client_id", "client_id must be a UUID chosen by the client.", **echo)
             return
         if not self.bucket.take():
-            await self.send_error("rate_limited", "Too many messages; slow down.")
+            await self.send_error("rate_limited", "Too many messages; slow down.", **echo)
             return
         # Attributes are ids only: the text never goes into a span.
         with span("chat.message_send", **{"chat.room_id": self.room.pk, "enduser.id": str(self.user.pk)}) as current:
@@ -278,7 +297,7 @@ class NotificationConsumer(AuthenticatedConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_json({"type": "welcome", "user": {"id": self.user.pk, "username": self.user.username}})
 
-    async def disconnect(self, code) -> None:
+    async def release(self) -> None:
         if self.user is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
