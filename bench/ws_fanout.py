@@ -82,12 +82,12 @@ def prepare_users(count: int) -> list[int]:
     return list(User.objects.filter(username__startswith="fan").order_by("id").values_list("id", flat=True))
 
 
-async def tickets_for(user_ids: list[int]) -> list[str]:
+async def ticket_for(user_id: int) -> str:
+    """A ticket issued just before it is used: they live 30 s, and opening 500 sockets takes longer."""
     from accounts.models import User
     from chat.services import ticket_issue
 
-    users = [user async for user in User.objects.filter(pk__in=user_ids)]
-    return [await ticket_issue(user=user) for user in users]
+    return await ticket_issue(user=await User.objects.aget(pk=user_id))
 
 
 class Server:
@@ -142,17 +142,16 @@ async def open_socket(port: int, ticket: str):
 
 
 async def run_room(servers: list[Server], size: int, rate: int, seconds: float, user_ids: list[int]) -> dict:
-    tickets = await tickets_for(user_ids[: size + 1])
     baseline = [server.rss_bytes() for server in servers]
     sockets = []
-    for index, ticket in enumerate(tickets[1:]):  # receivers alternate between the two processes
-        sockets.append(await open_socket(servers[index % 2].port, ticket))
+    for index, user_id in enumerate(user_ids[1 : size + 1]):  # receivers alternate between the two processes
+        sockets.append(await open_socket(servers[index % 2].port, await ticket_for(user_id)))
     await asyncio.sleep(1)
     per_connection = (sum(server.rss_bytes() for server in servers) - sum(baseline)) / size
 
     receivers = [Receiver() for _ in sockets]
     reading = [asyncio.create_task(receiver.run(socket)) for receiver, socket in zip(receivers, sockets, strict=True)]
-    sender = await open_socket(servers[0].port, tickets[0])
+    sender = await open_socket(servers[0].port, await ticket_for(user_ids[0]))
     acked: set[int] = set()
 
     async def read_acks() -> None:

@@ -202,10 +202,14 @@ class ChatConsumer(AuthenticatedConsumer):
         """Keeps this connection's presence alive, re-joins the layer group (groups expire), and announces
         users whose every connection stopped heartbeating (their server process died)."""
         registry = get_presence_registry()
-        while True:
+        presence = self.presence
+        # Ends when released (the task is cancelled too, but it may be mid-beat when that happens).
+        while self.presence is not None:
             await asyncio.sleep(settings.CHAT_HEARTBEAT_SECONDS)
+            if self.presence is None:
+                return
             try:
-                await registry.heartbeat(self.presence)
+                await registry.heartbeat(presence)
                 await self.channel_layer.group_add(self.group, self.channel_name)
                 for user in await registry.sweep(self.room.pk):
                     await self.channel_layer.group_send(

@@ -121,11 +121,13 @@ if REDIS_URL:
         }
     }
     # redis-py's default 5 s socket timeout equals the core layer's 5 s BZPOPMIN: a quiet channel would time out
-    # reading. Reads may take as long as the blocking pop, plus margin.
-    _layer_hosts = [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}]
-    # "redis" (lists per channel) is the default, chosen with bench/ws_fanout.py (README, Chat); "redis-pubsub"
-    # is there to measure against.
-    CHANNEL_LAYER = env_str("CHANNEL_LAYER", "redis")
+    # reading. Reads may take as long as the blocking pop, plus margin. Its pool also refuses a 101st connection,
+    # and a process whose hundreds of sockets join or leave at once needs more.
+    _layer_hosts = [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5, "max_connections": 1000}]
+    # "redis-pubsub" (one PUBLISH per group message, fanned out inside each process) is the default: in
+    # bench/ws_fanout.py it delivers a 100-socket room at 50 msg/s with p50 19 ms where the core "redis" layer
+    # (a sorted set per channel, one pop per message per socket) falls seconds behind (README, Chat).
+    CHANNEL_LAYER = env_str("CHANNEL_LAYER", "redis-pubsub")
     if CHANNEL_LAYER == "redis-pubsub":
         _layer = {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

@@ -7,6 +7,8 @@ import redis.asyncio as aioredis
 
 # A stuck Redis must fail a request quickly rather than hang it.
 DEFAULT_TIMEOUT_SECONDS = 2.0
+# Per event loop (so per server process), per client.
+MAX_CONNECTIONS = 64
 
 
 class LoopRedis:
@@ -35,13 +37,18 @@ class LoopRedis:
         loop = asyncio.get_running_loop()
         connection = self._per_loop.get(loop)
         if connection is None:
-            client = aioredis.Redis.from_url(
+            # A bounded pool that waits briefly for a free connection: a burst of hundreds of sockets leaving at
+            # once queues up instead of failing with "Too many connections" (redis-py's pool raises at 100).
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 socket_timeout=self.timeout,
                 health_check_interval=30,
                 decode_responses=self.decode_responses,
             )
+            client = aioredis.Redis(connection_pool=pool)
             scripts = {name: client.register_script(source) for name, source in self.script_sources.items()}
             connection = (client, scripts)
             self._per_loop[loop] = connection

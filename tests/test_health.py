@@ -16,7 +16,7 @@ def test_health_touches_no_dependency(client):
 def test_suite_runs_on_real_postgresql_and_redis(settings):
     assert connection.vendor == "postgresql"
     assert settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache"
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
 
 
 async def test_ready_when_every_dependency_answers(async_client):

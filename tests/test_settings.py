@@ -69,10 +69,16 @@ def test_redis_url_drives_cache_channel_layer_and_broker():
     loaded = load_settings(REDIS_URL="redis://cache:6379/2")
     assert loaded["cache"] == "django_redis.cache.RedisCache"
     assert loaded["cache_location"] == "redis://cache:6379/2"
-    assert loaded["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert loaded["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert loaded["layer_config"]["hosts"][0]["address"] == "redis://cache:6379/2"
     assert loaded["broker"] == "redis://cache:6379/2"
     assert loaded["eager"] is False
+
+
+def test_the_core_channel_layer_can_be_chosen():
+    loaded = load_settings(REDIS_URL="redis://cache:6379/2", CHANNEL_LAYER="redis")
+    assert loaded["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert loaded["layer_config"]["capacity"] == 1000
 
 
 def test_celery_broker_url_overrides_redis_url():
@@ -104,6 +110,10 @@ def test_argon2_hashes_passwords_first():
         ({"DB_POOL_MIN": "9", "DB_POOL_MAX": "2"}, "DB_POOL_MIN (9) must not exceed DB_POOL_MAX (2)"),
         ({"DB_POOL_MAX": "many"}, "DB_POOL_MAX must be an integer"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or console"),
+        (
+            {"REDIS_URL": "redis://cache:6379/0", "CHANNEL_LAYER": "kafka"},
+            "CHANNEL_LAYER must be redis-pubsub or redis",
+        ),
     ],
 )
 def test_bad_configuration_refuses_to_start_with_a_clear_message(env, message):
