@@ -5,6 +5,8 @@ from channels.testing import WebsocketCommunicator
 
 from chat.models import Message, Room
 from config.asgi import application
+from tests.conftest import child_process_env
+from tests.helpers import ServerProcess
 
 
 @pytest.fixture
@@ -37,3 +39,11 @@ def make_messages(room: Room, user, count: int) -> list[Message]:
     return [
         Message.objects.create(room=room, user=user, text=f"message {i}", client_id=uuid.uuid4()) for i in range(count)
     ]
+
+
+@pytest.fixture
+def second_server_process(transactional_db, tmp_path):
+    """Another real server process on the same database and Redis, for people on different processes."""
+    server = ServerProcess(child_process_env(), tmp_path / "second-server.log")
+    yield server
+    server.stop()

@@ -150,15 +150,15 @@ def test_rooms_are_listed_and_created_with_the_api_errors_shown_inline(live_serv
 # --- a room -------------------------------------------------------------------------------------------------
 
 
-def test_two_people_see_each_other_online_typing_and_talking(live_server_process, make_user):
-    base_url = live_server_process.base_url
+def test_two_people_see_each_other_online_typing_and_talking(live_server_process, second_server_process, make_user):
     make_user("alice")
     make_user("bob")
     Room.objects.create(slug="lobby", name="Lobby")
 
+    # Each on a server process of their own: everything between them crosses Redis.
     with chromium() as browser:
-        alice = log_in(browser, base_url, "alice")
-        bob = log_in(browser, base_url, "bob", **PHONE)
+        alice = log_in(browser, live_server_process.base_url, "alice")
+        bob = log_in(browser, second_server_process.base_url, "bob", **PHONE)
         open_room(alice, "Lobby")
         open_room(bob, "Lobby")
 
@@ -227,15 +227,16 @@ def test_history_shows_the_newest_page_and_loads_older_pages_at_the_top(live_ser
         assert texts.all_text_contents() == [f"message {i}" for i in range(120)]
 
 
-def test_a_dropped_connection_heals_with_every_message_once_and_in_order(live_server_process, make_user):
-    base_url = live_server_process.base_url
+def test_a_dropped_connection_heals_with_every_message_once_and_in_order(
+    live_server_process, second_server_process, make_user
+):
     make_user("alice")
     make_user("bob")
     Room.objects.create(slug="lobby", name="Lobby")
 
     with chromium() as browser:
-        alice = log_in(browser, base_url, "alice")
-        bob = log_in(browser, base_url, "bob")
+        alice = log_in(browser, live_server_process.base_url, "alice")
+        bob = log_in(browser, second_server_process.base_url, "bob")
         open_room(alice, "Lobby")
         open_room(bob, "Lobby")
         send(alice, "before the drop")
