@@ -34,6 +34,12 @@ def pytest_sessionstart(session) -> None:
     _require_services()
 
 
+def pytest_report_header(config) -> str:
+    from core.backends import backends_in_use
+
+    return "backends: " + ", ".join(f"{name}={value}" for name, value in backends_in_use().items())
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     # Reaching the database once up front turns "connection refused" into one clear message.
