@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import DEFAULT_PASSWORD, child_process_env
-from tests.helpers import ServerProcess, free_port, http_json
+from tests.helpers import ServerProcess, free_port, http_json, stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -383,9 +383,4 @@ def test_prometheus_scrapes_the_service(live_server_process, tmp_path):
         up_value = _prometheus_api(base, "/api/v1/query", query='up{job="backend"}')["data"]["result"]
         assert up_value and up_value[0]["value"][1] == "1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
