@@ -125,7 +125,7 @@ if REDIS_URL:
     # and a process whose hundreds of sockets join or leave at once needs more.
     _layer_hosts = [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5, "max_connections": 1000}]
     # "redis-pubsub" (one PUBLISH per group message, fanned out inside each process) is the default: in
-    # bench/ws_fanout.py it delivers a 100-socket room at 50 msg/s with p50 19 ms where the core "redis" layer
+    # bench/ws_fanout.py it delivers a 100-socket room at 50 msg/s with p99 29 ms where the core "redis" layer
     # (a sorted set per channel, one pop per message per socket) falls seconds behind (README, Chat).
     CHANNEL_LAYER = env_str("CHANNEL_LAYER", "redis-pubsub")
     if CHANNEL_LAYER == "redis-pubsub":

@@ -51,6 +51,9 @@ class Command(BaseCommand):
             ws="websockets-sansio",
             # Frames over the limit close the socket with 1009.
             ws_max_size=settings.WEBSOCKET_MAX_MESSAGE_BYTES,
+            # Chat frames are small, and compressing each broadcast once per socket was the largest single cost
+            # of fan-out in the profile: a room of N sockets would deflate every message N times.
+            ws_per_message_deflate=False,
             lifespan="off",
             # Our middleware logs requests (JSON, with request ids); X-Forwarded-For is read by core/net.py.
             access_log=False,
