@@ -20,13 +20,10 @@ from accounts.schemas import (
 from core.net import client_ip
 from core.pagination import Page, PageParams
 from core.params import ObjectId
-from core.schemas import ErrorOut, RateLimitedOut, ValidationErrorOut
+from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut
 
 auth_router = Router(tags=["auth"])
 users_router = Router(tags=["users"])
-
-UNAUTHENTICATED = {401: ErrorOut}
-INVALID = {422: ValidationErrorOut}
 
 
 @auth_router.post("/register", response={201: UserOut, 409: ErrorOut, **INVALID}, summary="Create an account")

@@ -17,13 +17,24 @@ from core.store import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 
+def verified_access_claims(request, token: str) -> dict:
+    """The claims of a valid access token, verified once per request: the rate limiter (config/api.py) and the
+    authentication both read them. Raises tokens.InvalidToken."""
+    cached = getattr(request, "_verified_access", None)
+    if cached is not None and cached[0] == token:
+        return cached[1]
+    claims = tokens.verify(token, token_type=tokens.ACCESS)
+    request._verified_access = (token, claims)
+    return claims
+
+
 class JWTAuth(HttpBearer):
     """Accepts a live access token of an active user: one signature check (inline, microseconds), one store
     lookup for revocation and one query for the user. Returning None makes ninja answer 401."""
 
     async def authenticate(self, request, token: str) -> User | None:
         try:
-            claims = tokens.verify(token, token_type=tokens.ACCESS)
+            claims = verified_access_claims(request, token)
         except tokens.InvalidToken as exc:
             logger.info("access token refused: %s", exc)
             AUTH_FAILURES.labels("invalid_token").inc()

@@ -11,13 +11,11 @@ from accounts.auth import jwt_auth
 from chat import selectors, services
 from chat.schemas import MessagePage, RoomIn, RoomOut, TicketOut
 from core.params import MAX_OBJECT_ID
-from core.schemas import ErrorOut, ValidationErrorOut
+from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut
 
 # API clients use bearer tokens; the browser page uses its Django session (with CSRF protection on writes).
 chat_router = Router(tags=["chat"], auth=[jwt_auth, django_auth])
 
-UNAUTHENTICATED = {401: ErrorOut}
-INVALID = {422: ValidationErrorOut}
 MessageId = Annotated[int, Field(ge=0, le=MAX_OBJECT_ID)]
 
 

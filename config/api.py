@@ -15,6 +15,7 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Val
 
 from accounts import tokens
 from accounts.api import auth_router, obtain_token, refresh_token, register, users_router
+from accounts.auth import verified_access_claims
 from chat.api import chat_router
 from core import ratelimit
 from core.errors import ServiceError, code_for_status, error_body
@@ -153,7 +154,7 @@ def _rate_limit_identity(request) -> str:
     user_id = None
     if scheme.lower() == "bearer" and token.strip():
         with contextlib.suppress(tokens.InvalidToken):
-            user_id = tokens.verify(token.strip(), token_type=tokens.ACCESS)["sub"]
+            user_id = verified_access_claims(request, token.strip())["sub"]
     return ratelimit.client_identity(client_ip(request), user_id)
 
 

@@ -23,3 +23,9 @@ class ValidationErrorOut(Schema):
 
 class RateLimitedOut(ErrorOut):
     retry_after: int
+
+
+# Non-2xx answers most operations document: spread into `response={...}`.
+UNAUTHENTICATED = {401: ErrorOut}
+INVALID = {422: ValidationErrorOut}
+NOT_FOUND = {404: ErrorOut}

@@ -13,7 +13,7 @@ from ninja import Query, Router, Status
 from accounts.auth import jwt_auth, optional_jwt_auth
 from core.pagination import Page, PageParams
 from core.params import ObjectId
-from core.schemas import ErrorOut, ValidationErrorOut
+from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
 from posts import selectors, services
 from posts.models import PostStatus
 from posts.schemas import (
@@ -32,9 +32,6 @@ authors_router = Router(tags=["posts"])
 posts_v2_router = Router(tags=["posts"])
 
 # Optional auth still answers 401 to an Authorization header that is present but invalid.
-UNAUTHENTICATED = {401: ErrorOut}
-INVALID = {422: ValidationErrorOut}
-NOT_FOUND = {404: ErrorOut}
 
 
 def _not_modified(request, response: HttpResponse, snapshot: dict, representation: str) -> bool:
