@@ -519,9 +519,9 @@ def test_network_policies_let_only_the_ingress_controller_and_monitoring_in():
     }
 
 
-def test_metrics_refuse_whatever_comes_through_the_ingress():
-    """/metrics answers the allowed networks only without X-Forwarded-For; the ingress controller always adds it
-    (TRUSTED_PROXY_COUNT=1), and through the Service (VirtualService) the path does not exist."""
+def test_metrics_are_not_routed_through_the_service():
+    """Prometheus scrapes pods directly; through the Service (the mesh, the ingress) /metrics does not exist. (The
+    app also refuses /metrics to anything with X-Forwarded-For: test_containers.py checks that.)"""
     routes = k8s.get("VirtualService", WEB_SERVICE)["spec"]["http"]
     assert routes[0]["match"] == [{"uri": {"prefix": "/metrics"}}]
     assert routes[0]["directResponse"]["status"] == 404
