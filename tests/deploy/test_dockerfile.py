@@ -1,7 +1,9 @@
 """The Dockerfile, checked without a Docker engine: hadolint, its structure, and the dependency set it installs."""
 
 import json
+import os
 import re
+import shlex
 import subprocess
 from importlib import metadata
 
@@ -10,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.deploy import k8s
-from tests.helpers import BIN, PROJECT_ROOT
+from tests.helpers import BIN, PROJECT_ROOT, clean_env
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 
@@ -150,3 +152,37 @@ def test_static_files_are_collected_at_build_with_no_secret_baked_in():
 def test_the_build_context_leaves_out_local_state_and_secrets():
     ignored = set((PROJECT_ROOT / ".dockerignore").read_text().split())
     assert {".git", ".env", "**/.venv*", "var", "staticfiles", "tests", "k8s"} <= ignored
+
+
+def image_environment() -> dict[str, str]:
+    """The runtime stage's ENV (the last stage's instructions), as KEY=value pairs."""
+    runtime = instructions()
+    last_from = max(i for i, (name, _) in enumerate(runtime) if name == "FROM")
+    env = {}
+    for name, arguments in runtime[last_from:]:
+        if name == "ENV":
+            for pair in shlex.split(arguments):
+                key, value = pair.split("=", 1)
+                env[key] = value
+    return env
+
+
+def test_collectstatic_runs_as_in_the_build_with_no_service_and_no_secret(tmp_path):
+    """The build's RUN line works with nothing but the image's environment: no database, no Redis, no secret."""
+    (command,) = [
+        part.strip()
+        for name, arguments in instructions()
+        if name == "RUN"
+        for part in arguments.split("&&")
+        if "collectstatic" in part
+    ]
+    env = clean_env(**image_environment())
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    env["DJANGO_DATA_DIR"] = str(tmp_path / "var")
+    env["DJANGO_STATIC_ROOT"] = str(tmp_path / "static")
+    result = subprocess.run(
+        ["sh", "-c", command], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "static" / "admin" / "css" / "base.css").is_file()
+    assert (tmp_path / "static" / "chat").is_dir()
