@@ -1,9 +1,16 @@
-"""Prometheus metrics: django-prometheus' request series, plus ours, served at /metrics.
+"""Prometheus metrics: django-prometheus' request, database and cache series, plus ours, served at /metrics.
 
 With several server processes (`manage.py serve --workers N`) every process writes its samples to files in
 PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, chosen by that variable at import time) and a
-scrape, answered by any one process, adds them all up. /metrics answers only clients inside
-METRICS_ALLOWED_NETWORKS that did not come through a proxy, or anyone presenting METRICS_TOKEN as a bearer token.
+scrape, answered by any one process, adds them all up (core/metrics_dir.py keeps that directory clean). /metrics
+answers only clients inside METRICS_ALLOWED_NETWORKS that did not come through a proxy, or anyone presenting
+METRICS_TOKEN as a bearer token.
+
+Database series are django-prometheus' (`django_db_execute_total`, `django_db_query_duration_seconds`,
+`django_db_errors_total`, by alias and vendor), recorded by an execute wrapper every database connection gets when
+it connects, rather than by django-prometheus' database backends: it works the same on Django's psycopg pool,
+SQLite and the async ORM (whose queries run through the same sync cursors), with no engine of its own in settings.
+Cache series (`django_cache_get_total`, hits, misses, failures) come from django-prometheus' Redis cache backend.
 
 Labels are bounded: view names and route templates, HTTP methods from a fixed set, status codes, policy names,
 failure reasons from a fixed set, registered task names.
@@ -14,9 +21,12 @@ import atexit
 import hmac
 import ipaddress
 import os
+import time
 
 from django.conf import settings
+from django.db.backends.signals import connection_created
 from django.http import HttpResponse
+from django_prometheus.db.metrics import errors_total, execute_many_total, execute_total, query_duration_seconds
 from django_prometheus.middleware import Metrics
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +38,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from core.metrics_dir import forget_dead_processes
 
 _MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
@@ -66,17 +78,57 @@ def observe_request(request, response, duration_seconds: float) -> None:
     _http.requests_latency_by_view_method.labels(view, method).observe(duration_seconds)
 
 
+def _observe_query(execute, sql, params, many, context):
+    """Count and time one statement (an `executemany` counts each parameter set, as django-prometheus does)."""
+    connection = context["connection"]
+    alias, vendor = connection.alias, connection.vendor
+    statements = 1
+    if many:
+        # A generator of parameter sets cannot be counted without consuming it: it counts as one.
+        statements = len(params) if hasattr(params, "__len__") else 1
+        execute_many_total.labels(alias, vendor).inc(statements)
+    execute_total.labels(alias, vendor).inc(statements)
+    started = time.perf_counter()
+    try:
+        return execute(sql, params, many, context)
+    except Exception as exc:
+        # Django's own error classes (ProgrammingError, IntegrityError, ...): a small, fixed set of labels.
+        errors_total.labels(alias, vendor, type(exc).__name__).inc()
+        raise
+    finally:
+        query_duration_seconds.labels(alias, vendor).observe(time.perf_counter() - started)
+
+
+def _observe_connection(sender, connection, **kwargs) -> None:
+    # Sent on every connect, including each checkout from the pool: install once per connection object. First in
+    # line, so that a caller's `with connection.execute_wrapper(...)`, which pops the last wrapper, pops its own.
+    if _observe_query not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, _observe_query)
+
+
+connection_created.connect(_observe_connection, dispatch_uid="core.metrics.observe_connection")
+
+
 def forget_process_on_exit() -> None:
     """In multiprocess mode, drop this process' live gauges (open connections) when it exits."""
     if _MULTIPROCESS_DIR:
         atexit.register(multiprocess.mark_process_dead, os.getpid())
 
 
+class _LiveProcessesCollector(multiprocess.MultiProcessCollector):
+    """Every process' sample files, once the live gauges of processes that died without their exit hook (killed,
+    out of memory) are dropped: a server restarts a dead worker, and its connections must not count for ever."""
+
+    def collect(self):
+        forget_dead_processes()
+        return super().collect()
+
+
 def collect_registry() -> CollectorRegistry:
     """What a scrape reads: every process' sample files in multiprocess mode, this process' metrics otherwise."""
     if _MULTIPROCESS_DIR:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        _LiveProcessesCollector(registry)
         return registry
     return REGISTRY
 

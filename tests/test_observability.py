@@ -1,22 +1,39 @@
 """Observability end to end: traces exported over real OTLP/HTTP by a real server and a real Celery worker,
 metrics scraped from real server processes (and by a real Prometheus), JSON log lines from a real server."""
 
+import asyncio
 import http.client
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import websockets
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chat.models import Room
 from tests.conftest import DEFAULT_PASSWORD, child_process_env
-from tests.helpers import ServerProcess, free_port, http_json, stop_process
+from tests.helpers import (
+    BIN,
+    PROJECT_ROOT,
+    PYTHON,
+    ServerProcess,
+    WorkerProcess,
+    clean_env,
+    free_port,
+    http_json,
+    stop_process,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,12 +89,12 @@ class OtlpReceiver:
                             }
                         )
 
-    def wait_for(self, predicate, what: str) -> list[dict]:
+    def wait_for(self, predicate, what: str, count: int = 1) -> list[dict]:
         deadline = time.monotonic() + DEADLINE_SECONDS
         while time.monotonic() < deadline:
             with self._lock:
                 found = [span for span in self.spans if predicate(span)]
-            if found:
+            if len(found) >= count:
                 return found
             time.sleep(0.1)
         pytest.fail(f"no {what} span within {DEADLINE_SECONDS}s; received: {[s['name'] for s in self.spans]}")
@@ -107,6 +124,46 @@ def child_process_overrides(otlp_receiver):
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_SERVICE_NAME": "backend-under-test",
     }
+
+
+def _descends_from(span: dict, ancestor: dict, spans: list[dict]) -> bool:
+    spans_by_id = {s["span_id"]: s for s in spans if s["trace_id"] == span["trace_id"]}
+    while span["parent_span_id"] in spans_by_id:
+        span = spans_by_id[span["parent_span_id"]]
+        if span["span_id"] == ancestor["span_id"]:
+            return True
+    return False
+
+
+async def _open_chat(base_url: str, port: int, access_token: str, slug: str, headers: dict | None = None):
+    """A WebSocket client in a chat room (a ticket first, as the contract says), past the welcome."""
+    status, body = await asyncio.to_thread(
+        http_json,
+        f"{base_url}/api/v1/chat/tickets",
+        method="POST",
+        headers={"Authorization": f"Bearer {access_token}"},
+    )
+    assert status == 200, body
+    socket = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/chat/{slug}/?ticket={body['ticket']}", additional_headers=headers or {}
+    )
+    await _receive_until(socket, lambda event: event["type"] == "welcome")
+    return socket
+
+
+async def _receive_until(socket, predicate) -> dict:
+    async with asyncio.timeout(DEADLINE_SECONDS):
+        while True:
+            event = json.loads(await socket.recv())
+            if predicate(event):
+                return event
+
+
+async def _send_chat_message(socket, text: str, client_id: str | None = None) -> int:
+    client_id = client_id or str(uuid.uuid4())
+    await socket.send(json.dumps({"type": "message", "text": text, "client_id": client_id}))
+    ack = await _receive_until(socket, lambda event: event["type"] == "ack" and event["client_id"] == client_id)
+    return ack["id"]
 
 
 def _register(base_url: str, username: str, headers: dict | None = None) -> tuple[int, dict]:
@@ -167,6 +224,77 @@ def test_a_client_trace_context_is_continued(configured_live_server_process, otl
     assert status == 404
     spans = otlp_receiver.wait_for(lambda s: s["name"].startswith("GET /api/v1/users/"), "request")
     assert spans[0]["trace_id"] == CLIENT_TRACE_ID
+
+
+@pytest.fixture
+def chat_member(make_user, issue_tokens):
+    """A room, a user, and an access token of theirs."""
+    room = Room.objects.create(slug="observed", name="Observed")
+    user = make_user("chatter")
+    return room, user, issue_tokens(user).access_token
+
+
+async def test_chat_frames_continue_the_handshake_trace_and_a_message_send_has_a_span_of_its_own(
+    configured_live_server_process, otlp_receiver, chat_member
+):
+    server = configured_live_server_process
+    room, user, access = chat_member
+    text = "words that belong to the room alone"
+    socket = await _open_chat(server.base_url, server.port, access, room.slug, {"traceparent": CLIENT_TRACEPARENT})
+    try:
+        message_id = await _send_chat_message(socket, text)
+    finally:
+        await socket.close()
+
+    send = (await asyncio.to_thread(otlp_receiver.wait_for, lambda s: s["name"] == "chat.message_send", "send"))[0]
+    assert send["trace_id"] == CLIENT_TRACE_ID
+    assert send["attributes"] == {
+        "chat.room_id": room.pk,
+        "enduser.id": str(user.pk),
+        "chat.message_id": message_id,
+        "chat.duplicate": False,
+    }
+    # Its parent is the span of the frame that carried the message, whose parent is the client's span.
+    frame = next(s for s in otlp_receiver.spans if s["span_id"] == send["parent_span_id"])
+    assert frame["name"] == "websocket receive message"
+    assert frame["parent_span_id"] == CLIENT_TRACEPARENT.split("-")[2]
+    # The INSERT runs under the send span (through the consumer's thread hop into the ORM).
+    insert = await asyncio.to_thread(
+        otlp_receiver.wait_for,
+        lambda s: (
+            s["trace_id"] == CLIENT_TRACE_ID
+            and s["name"].startswith("INSERT")
+            and _descends_from(s, send, otlp_receiver.spans)
+        ),
+        "INSERT under the send",
+    )
+    assert insert
+    assert text not in json.dumps(otlp_receiver.spans)
+
+
+def test_token_refresh_has_a_span_with_the_outcome_and_never_a_token(
+    configured_live_server_process, otlp_receiver, make_user, issue_tokens
+):
+    user = make_user("refresher")
+    refresh_token = issue_tokens(user).refresh_token
+    url = f"{configured_live_server_process.base_url}/api/v1/auth/refresh"
+    status, rotated = http_json(url, method="POST", body={"refresh_token": refresh_token})
+    assert status == 200
+    # The same token again: reuse of a rotated token, refused.
+    assert http_json(url, method="POST", body={"refresh_token": refresh_token})[0] == 401
+
+    spans = otlp_receiver.wait_for(lambda s: s["name"] == "token.refresh", "token.refresh", count=2)
+    outcomes = sorted(span["attributes"]["token.outcome"] for span in spans)
+    assert outcomes == ["reuse", "rotated"]
+    assert all(span["attributes"]["enduser.id"] == str(user.pk) for span in spans)
+    # Each is a child of its request's span.
+    for span in spans:
+        parent = next(s for s in otlp_receiver.spans if s["span_id"] == span["parent_span_id"])
+        assert parent["name"] == "POST /api/v1/auth/refresh"
+    exported = json.dumps(otlp_receiver.spans)
+    for token in (refresh_token, rotated["refresh_token"], rotated["access_token"]):
+        assert token not in exported
+        assert token.split(".")[2] not in exported
 
 
 # --- logs ---------------------------------------------------------------------------------------------------
@@ -237,6 +365,44 @@ def test_worker_logs_are_json_with_the_enqueuing_request_id(
     assert any(e.get("trace_id") == task_span["trace_id"] for e in task_lines)
 
 
+_LOG_SOME_LINES = """
+import logging, django
+django.setup()
+from core.logging import request_id_var
+request_id_var.set("console-1")
+logging.getLogger("demo").info("an info line")
+logging.getLogger("demo").warning("a warning, %s", "plainly")
+"""
+
+
+def _logged(tmp_path, **env: str) -> list[str]:
+    result = subprocess.run(
+        [PYTHON, "-c", _LOG_SOME_LINES],
+        cwd=PROJECT_ROOT,
+        env=clean_env(DJANGO_SETTINGS_MODULE="config.settings", DJANGO_DATA_DIR=str(tmp_path), **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [line for line in (result.stdout + result.stderr).splitlines() if "demo" in line]
+
+
+def test_log_level_and_a_plain_console_format_for_local_development(tmp_path):
+    lines = _logged(tmp_path, LOG_FORMAT="console", LOG_LEVEL="warning")
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING demo \[console-1\] a warning, plainly", lines[0]
+    )
+
+    lines = _logged(tmp_path, LOG_LEVEL="DEBUG")
+    entries = [json.loads(line) for line in lines]
+    assert [(e["level"], e["message"], e["request_id"]) for e in entries] == [
+        ("INFO", "an info line", "console-1"),
+        ("WARNING", "a warning, plainly", "console-1"),
+    ]
+
+
 # --- metrics ------------------------------------------------------------------------------------------------
 
 
@@ -260,14 +426,79 @@ def _requests_for_view(samples, view: str, method: str = "GET") -> float:
     return samples.get(key, 0.0)
 
 
+def _sample(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# Samples a process of an earlier run left behind (it was killed: no exit hook), for the metrics of ours that a
+# new run must not inherit.
+_LEAVE_STALE_SAMPLES = """
+import os
+from prometheus_client import Counter, Gauge
+Counter("chat_messages_sent_total", "").inc(1000)
+Counter("celery_tasks_total", "", ["task", "outcome"]).labels("accounts.tasks.send_welcome_email", "success").inc(1000)
+Gauge("websocket_connections_open", "", ["consumer"], multiprocess_mode="livesum").labels("chat").inc(7)
+os._exit(0)
+"""
+
+
+def _leave_stale_samples(directory) -> None:
+    directory.mkdir(exist_ok=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    subprocess.run([PYTHON, "-c", _LEAVE_STALE_SAMPLES], env=env, check=True, timeout=60)
+    assert len(list(directory.glob("*.db"))) == 2
+
+
 @pytest.fixture
-def multiprocess_server(transactional_db, tmp_path):
+def metrics_dir(tmp_path):
+    """A PROMETHEUS_MULTIPROC_DIR as a restarted pod finds it: with the files of an earlier run in it."""
+    directory = tmp_path / "prometheus"
+    _leave_stale_samples(directory)
+    return directory
+
+
+@pytest.fixture
+def multiprocess_server(transactional_db, tmp_path, metrics_dir):
     """Two server processes sharing the port, summing their metrics through PROMETHEUS_MULTIPROC_DIR."""
-    metrics_dir = tmp_path / "prometheus"
     env = child_process_env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     server = ServerProcess(env, tmp_path / "server.log", serve_args=("--drain-seconds", "0", "--workers", "2"))
     yield server
     server.stop()
+
+
+def _wait_for_sample(base_url: str, name: str, labels: dict, expected: float) -> dict:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        try:
+            samples = _scrape(base_url)
+        except OSError:
+            samples = {}
+        if _sample(samples, name, **labels) == expected or time.monotonic() > deadline:
+            assert _sample(samples, name, **labels) == expected, samples
+            return samples
+        time.sleep(0.2)
+
+
+async def test_open_websockets_and_chat_messages_are_counted(live_server_process, chat_member):
+    server = live_server_process
+    room, _, access = chat_member
+    scrape = lambda: asyncio.to_thread(_scrape, server.base_url)  # noqa: E731
+    before = await scrape()
+    assert _sample(before, "websocket_connections_open", consumer="chat") == 0
+    socket = await _open_chat(server.base_url, server.port, access, room.slug)
+    try:
+        assert _sample(await scrape(), "websocket_connections_open", consumer="chat") == 1
+        await _send_chat_message(socket, "one")
+        client_id = str(uuid.uuid4())
+        await _send_chat_message(socket, "two", client_id)
+        # A resend of a message already stored (a client retrying after a lost ack) is not a new message.
+        await _send_chat_message(socket, "two", client_id)
+        during = await scrape()
+    finally:
+        await socket.close()
+    sent = "chat_messages_sent_total"
+    assert _sample(during, sent) - _sample(before, sent) == 2
+    await asyncio.to_thread(_wait_for_sample, server.base_url, "websocket_connections_open", {"consumer": "chat"}, 0.0)
 
 
 def test_request_counter_totals_are_right_across_server_processes(multiprocess_server):
@@ -280,6 +511,87 @@ def test_request_counter_totals_are_right_across_server_processes(multiprocess_s
     assert _requests_for_view(after, view) - _requests_for_view(before, view) == 12
     latency = ("django_http_requests_latency_seconds_by_view_method_count", (("method", "GET"), ("view", view)))
     assert after[latency] - before.get(latency, 0) == 12
+
+
+async def test_a_restart_starts_from_zero_and_a_killed_process_connections_stop_counting(
+    multiprocess_server, metrics_dir, chat_member
+):
+    server = multiprocess_server
+    room, _, access = chat_member
+    scrape = lambda: asyncio.to_thread(_scrape, server.base_url)  # noqa: E731
+    # The earlier run's 1000 messages and 7 connections are gone: cleared before the server processes started.
+    samples = await scrape()
+    assert _sample(samples, "chat_messages_sent_total") == 0
+    assert _sample(samples, "websocket_connections_open", consumer="chat") == 0
+
+    socket = await _open_chat(server.base_url, server.port, access, room.slug)
+    await _send_chat_message(socket, "before the crash")
+    samples = await scrape()
+    assert _sample(samples, "websocket_connections_open", consumer="chat") == 1
+    # The process holding the connection is the one with a live-gauge file; kill it as the OOM killer would.
+    (gauge_file,) = metrics_dir.glob("gauge_livesum_*.db")
+    os.kill(int(gauge_file.stem.rsplit("_", 1)[1]), signal.SIGKILL)
+    with pytest.raises(websockets.ConnectionClosed):
+        await _receive_until(socket, lambda event: False)
+
+    # Its connection no longer counts; the message it counted still does (totals never go down).
+    samples = await asyncio.to_thread(
+        _wait_for_sample, server.base_url, "websocket_connections_open", {"consumer": "chat"}, 0.0
+    )
+    assert _sample(samples, "chat_messages_sent_total") == 1
+
+
+class PreforkWorkerProcess(WorkerProcess):
+    """A real Celery worker with the production pool: tasks run, and are counted, in forked child processes."""
+
+    def __init__(self, env: dict[str, str], log_path, timeout: float = 60) -> None:
+        self.name = f"test-prefork-{os.getpid()}-{os.urandom(4).hex()}"
+        self.log_path = log_path
+        with log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool=prefork",
+                    "--concurrency=2",
+                    "--loglevel=INFO",
+                    f"--hostname={self.name}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_until_ready(timeout)
+
+
+def test_the_worker_serves_task_outcomes_and_durations_of_its_pool_processes(
+    transactional_db, tmp_path, metrics_dir, make_user
+):
+    from accounts.tasks import send_welcome_email
+
+    port = free_port()
+    env = child_process_env(WORKER_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    worker = PreforkWorkerProcess(env, tmp_path / "worker.log")
+    try:
+        user = make_user("welcomed")
+        send_welcome_email.delay(user.pk)
+        send_welcome_email.delay(user.pk)
+        task = {"task": "accounts.tasks.send_welcome_email"}
+        # Two runs, both successes (the second finds the e-mail already sent), counted in the pool processes and
+        # served by the main one; the earlier run's 1000 are gone.
+        samples = _wait_for_sample(
+            f"http://127.0.0.1:{port}", "celery_tasks_total", {**task, "outcome": "success"}, 2.0
+        )
+        assert _sample(samples, "celery_task_duration_seconds_count", **task) == 2
+        assert _sample(samples, "celery_task_duration_seconds_sum", **task) > 0
+        assert not [key for key in samples if key[0] == "celery_tasks_total" and ("outcome", "success") not in key[1]]
+    finally:
+        worker.stop()
 
 
 def test_auth_failures_are_counted_by_reason(live_server_process, make_user):

@@ -6,6 +6,7 @@ open WebSockets closed with 1012 (clients reconnect elsewhere and backfill), in-
 `--graceful-seconds` to finish. A second signal skips the drain.
 """
 
+import logging
 import signal
 import threading
 
@@ -15,6 +16,9 @@ from django.core.management.base import BaseCommand
 from uvicorn.supervisors import Multiprocess
 
 from core.lifecycle import begin_draining, is_draining
+from core.metrics_dir import clear_stale_files
+
+logger = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
@@ -41,6 +45,11 @@ class Command(BaseCommand):
         parser.add_argument("--graceful-seconds", type=float, default=settings.SHUTDOWN_GRACE_SECONDS)
 
     def handle(self, *args, host: str, port: int, workers: int, drain_seconds: float, graceful_seconds: float, **_):
+        # Before any server process records a sample: an earlier run's files would add to this run's
+        # (core/metrics_dir.py).
+        stale = clear_stale_files()
+        if stale:
+            logger.info("removed %d metrics files of an earlier run", len(stale), extra={"files": stale})
         config = uvicorn.Config(
             "config.asgi:application",
             host=host,
