@@ -594,6 +594,23 @@ def test_the_worker_serves_task_outcomes_and_durations_of_its_pool_processes(
         worker.stop()
 
 
+def test_a_prefork_worker_serving_metrics_without_the_directory_says_so(transactional_db, tmp_path):
+    env = child_process_env(WORKER_METRICS_PORT=str(free_port()))
+    worker = PreforkWorkerProcess(env, tmp_path / "worker.log")
+    try:
+        errors = [
+            entry
+            for entry in (json.loads(line) for line in worker.log().splitlines() if line.startswith("{"))
+            if entry["level"] == "ERROR"
+        ]
+    finally:
+        worker.stop()
+    assert [entry["message"] for entry in errors] == [
+        "WORKER_METRICS_PORT is set but PROMETHEUS_MULTIPROC_DIR is not: a prefork pool's task metrics will not be "
+        "served (README, Observability)"
+    ]
+
+
 def test_auth_failures_are_counted_by_reason(live_server_process, make_user):
     make_user(username="metered")
     status, _ = http_json(
