@@ -54,7 +54,13 @@ CHAT_MESSAGES_SENT = Counter("chat_messages_sent_total", "Chat messages stored a
 RATE_LIMITED = Counter("ratelimit_limited_total", "Requests refused with 429 by the rate limiter", ["policy"])
 AUTH_FAILURES = Counter("auth_failures_total", "Refused credentials and tokens", ["reason"])
 CELERY_TASKS = Counter("celery_tasks_total", "Celery tasks finished, by outcome", ["task", "outcome"])
-CELERY_TASK_DURATION = Histogram("celery_task_duration_seconds", "Celery task run time", ["task"])
+CELERY_TASK_DURATION = Histogram(
+    "celery_task_duration_seconds",
+    "Celery task run time",
+    ["task"],
+    # From a quick e-mail to an export that runs up to the soft time limit (15 minutes by default).
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 900, 1800, float("inf")),
+)
 
 _http = Metrics.get_instance()
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -71,6 +71,8 @@ def test_every_statement_is_counted_and_timed(client):
     assert delta(before, after, "django_db_execute_total", **DB) == statements
     assert delta(before, after, "django_db_query_duration_seconds_count", **DB) == statements
     assert delta(before, after, "django_db_query_duration_seconds_sum", **DB) > 0
+    # Buckets fine enough for queries (PROMETHEUS_LATENCY_BUCKETS), not django-prometheus' default 10 ms floor.
+    assert ("django_db_query_duration_seconds_bucket", tuple(sorted({**DB, "le": "0.001"}.items()))) in after
 
 
 async def test_async_orm_queries_are_counted(async_client):
@@ -187,6 +189,8 @@ def test_task_outcomes_and_durations_are_counted_by_task(client):
     assert delta(before, after, "celery_tasks_total", task=failed, outcome="success") == 0
     assert delta(before, after, "celery_task_duration_seconds_count", task=ok) == 2
     assert delta(before, after, "celery_task_duration_seconds_count", task=failed) == 1
+    # Buckets up to the soft time limit: an export's duration is not just "over 10 s".
+    assert delta(before, after, "celery_task_duration_seconds_bucket", task=ok, le="900.0") == 2
 
 
 # --- the multiprocess directory -------------------------------------------------------------------------------
