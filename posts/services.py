@@ -9,7 +9,8 @@ from django.utils import timezone
 from accounts.models import User
 from core.errors import NotFound, PermissionDenied
 from posts import cache as posts_cache
-from posts.models import Post
+from posts import webhooks
+from posts.models import Post, PostStatus
 from posts.selectors import can_change, can_view, snapshot_of
 
 
@@ -39,6 +40,8 @@ def post_create(*, author: User, title: str, body: str, status: str) -> dict:
     post = Post.objects.create(author=author, title=title, body=body, status=status)
     snapshot = snapshot_of(post)
     transaction.on_commit(partial(_written, [snapshot]))
+    if status == PostStatus.PUBLISHED:
+        transaction.on_commit(partial(webhooks.posts_published, [post.pk]))
     return snapshot
 
 
@@ -55,6 +58,8 @@ def post_update(
             setattr(post, name, value)
         post.save(update_fields=[*changed, "updated_at"])
         transaction.on_commit(partial(_written, [snapshot_of(post)]))
+        if changed.get("status") == PostStatus.PUBLISHED:
+            transaction.on_commit(partial(webhooks.posts_published, [post.pk]))
     return snapshot_of(post)
 
 
@@ -79,13 +84,18 @@ def posts_set_status(*, post_ids: list[int], status: str) -> int:
     Post.objects.filter(pk__in=changing).update(status=status, updated_at=timezone.now())
     snapshots = [snapshot_of(post) for post in Post.objects.select_related("author").filter(pk__in=changing)]
     transaction.on_commit(partial(_written, snapshots))
+    if status == PostStatus.PUBLISHED:
+        transaction.on_commit(partial(webhooks.posts_published, changing))
     return len(changing)
 
 
-def post_saved(*, post: Post) -> None:
-    """A post was saved outside these services (the admin form): refresh what the cache holds of it."""
+def post_saved(*, post: Post, published: bool = False) -> None:
+    """A post was saved outside these services (the admin form): refresh what the cache holds of it. `published`:
+    this save published it."""
     post = Post.objects.select_related("author").get(pk=post.pk)
     transaction.on_commit(partial(_written, [snapshot_of(post)]))
+    if published and post.status == PostStatus.PUBLISHED:
+        transaction.on_commit(partial(webhooks.posts_published, [post.pk]))
 
 
 def posts_deleted(*, post_ids: list[int]) -> None:
