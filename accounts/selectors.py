@@ -1,6 +1,7 @@
 """Reads of the accounts app; everything returned is evaluated."""
 
 from accounts.models import User
+from core import adb
 from core.errors import NotFound
 from core.pagination import PageParams, paginate
 
@@ -15,8 +16,12 @@ async def user_public_list(*, params: PageParams) -> dict:
     return await paginate(_active_users().only(*PUBLIC_USER_FIELDS).order_by("id"), params)
 
 
-async def user_public_get(*, user_id: int) -> User:
-    user = await _active_users().only(*PUBLIC_USER_FIELDS).filter(pk=user_id).afirst()
+# Compiled once, run on the event loop (core/adb.py).
+_public_user = adb.Prepared(lambda user_id: _active_users().filter(pk=user_id).values(*PUBLIC_USER_FIELDS)[:1])
+
+
+async def user_public_get(*, user_id: int) -> dict:
+    user = await _public_user.first(user_id)
     if user is None:
         raise NotFound("No such user.")
     return user
