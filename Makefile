@@ -9,7 +9,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/app
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint format worker migrate venv clean
+.PHONY: run test lint format worker beat migrate venv clean bench
 
 # Reinstall only when a requirements file changed.
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -30,8 +30,17 @@ run: migrate
 worker: venv
 	$(BIN)/celery -A config worker --loglevel=INFO
 
+# The periodic clean-ups (CELERY_BEAT_SCHEDULE in config/settings.py): run exactly one beat per deployment.
+beat: venv
+	$(BIN)/celery -A config beat --loglevel=INFO
+
 test: venv
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The project against the FastAPI peer (bench/bench.py): about 6 minutes, writes bench/RESULTS.md.
+# BENCH_ARGS="--large" for 200,000 posts, "--workers 2", "--no-write", ...
+bench: venv
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff format --check .

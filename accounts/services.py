@@ -302,3 +302,10 @@ def welcome_email_send(*, user: User) -> None:
         from_email=None,
         recipient_list=[user.email],
     )
+
+
+def token_families_purge_expired() -> int:
+    """Delete refresh token families past their expiry: every token they issued is refused on its `exp` alone,
+    so neither rotation nor reuse detection needs them any more. Returns how many."""
+    deleted, _ = RefreshTokenFamily.objects.filter(expires_at__lt=timezone.now()).delete()
+    return deleted

@@ -1,10 +1,12 @@
 import logging
+from importlib import import_module
 
 from celery import shared_task
+from django.conf import settings
 from django.core.cache import cache
 
 from accounts.models import User
-from accounts.services import welcome_email_send
+from accounts.services import token_families_purge_expired, welcome_email_send
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +29,17 @@ def send_welcome_email(self, user_id: int) -> None:
         cache.delete(marker)
         logger.warning("welcome email to user %s failed, retrying: %s", user_id, exc)
         raise self.retry(exc=exc) from exc
+
+
+@shared_task
+def purge_expired_token_families() -> int:
+    purged = token_families_purge_expired()
+    logger.info("purged %s expired refresh token families", purged)
+    return purged
+
+
+@shared_task
+def purge_expired_sessions() -> None:
+    # What `manage.py clearsessions` does, on the beat schedule: the admin and the chat page log in by session.
+    engine = import_module(settings.SESSION_ENGINE)
+    engine.SessionStore.clear_expired()

@@ -23,7 +23,7 @@ from core.logging import request_id_var
 from core.net import client_ip
 from core.renderers import ORJSONParser, ORJSONRenderer
 from core.schemas import ErrorOut, RateLimitedOut
-from posts.api import authors_router, posts_router, posts_v2_router
+from posts.api import authors_router, exports_router, jobs_router, posts_router, posts_v2_router, webhooks_router
 
 logger = logging.getLogger("api")
 
@@ -91,6 +91,7 @@ class DeprecatedNinjaAPI(NinjaAPI):
         self.successor_prefix = successor_prefix
         self.sunset_header = format_datetime(sunset, usegmt=True)
         self._successor_operations: frozenset[tuple[str, str]] | None = None
+        self._successor_serves: dict[tuple[str, str], bool] = {}
 
     def create_response(self, request, *args, **kwargs):
         return self._announce(request, super().create_response(request, *args, **kwargs))
@@ -111,11 +112,16 @@ class DeprecatedNinjaAPI(NinjaAPI):
         """The same operation in the successor version (same path template and method), if it has one."""
         if not request.path.startswith(self.prefix) or request.resolver_match is None:
             return None
-        template = self.successor_prefix + _PATH_PARAMETER.sub(r"{\1}", request.resolver_match.route).removeprefix(
-            self.prefix.lstrip("/")
-        )
-        method = "get" if request.method == "HEAD" else request.method.lower()
-        if (template, method) not in self._successor_operation_set():
+        key = (request.resolver_match.route, request.method)
+        served = self._successor_serves.get(key)
+        if served is None:
+            # Once per route and method (bounded by the URLconf), not per request.
+            template = self.successor_prefix + _PATH_PARAMETER.sub(r"{\1}", key[0]).removeprefix(
+                self.prefix.lstrip("/")
+            )
+            method = "get" if request.method == "HEAD" else request.method.lower()
+            served = self._successor_serves[key] = (template, method) in self._successor_operation_set()
+        if not served:
             return None
         return self.successor_prefix + request.path.removeprefix(self.prefix)
 
@@ -220,5 +226,12 @@ api_v1 = _configure(
         sunset=datetime.combine(settings.API_V1_SUNSET, datetime.max.time(), tzinfo=UTC).replace(microsecond=0),
         **_COMMON,
     ),
-    [*_SHARED, ("/posts", posts_router), ("/authors", authors_router)],
+    [
+        *_SHARED,
+        ("/posts", posts_router),
+        ("/authors", authors_router),
+        ("/exports", exports_router),
+        ("/jobs", jobs_router),
+        ("/webhooks", webhooks_router),
+    ],
 )

@@ -5,11 +5,20 @@ OTEL exporter is configured (core/tracing.py), count task outcomes and durations
 WORKER_METRICS_PORT. A task carries the request id of the request that enqueued it in its headers.
 """
 
+import logging
 import os
 import time
 
 from celery import Celery
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun, worker_init, worker_ready
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_ready,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -33,9 +42,23 @@ def _use_project_logging(**kwargs) -> None:
 
 
 @worker_init.connect
-def _observe_worker(**kwargs) -> None:
+def _observe_worker(sender=None, **kwargs) -> None:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool as PreforkPool
     from django.conf import settings
     from prometheus_client import start_http_server
+
+    from core.metrics_dir import clear_stale_files, multiprocess_dir
+
+    # Before the pool forks, and before core.metrics opens this process' sample files where it has not yet.
+    clear_stale_files()
+    pool = get_implementation(getattr(sender, "pool_cls", "solo"))
+    if settings.WORKER_METRICS_PORT and multiprocess_dir() is None and issubclass(pool, PreforkPool):
+        # Tasks run (and are counted) in the forked pool processes; this process alone serves the port.
+        logging.getLogger(__name__).error(
+            "WORKER_METRICS_PORT is set but PROMETHEUS_MULTIPROC_DIR is not: a prefork pool's task metrics "
+            "will not be served (README, Observability)"
+        )
 
     from core.metrics import collect_registry, forget_process_on_exit
     from core.tracing import setup_tracing
@@ -45,6 +68,16 @@ def _observe_worker(**kwargs) -> None:
     forget_process_on_exit()
     if settings.WORKER_METRICS_PORT:
         start_http_server(settings.WORKER_METRICS_PORT, settings.WORKER_METRICS_HOST, registry=collect_registry())
+
+
+@beat_init.connect
+def _prepare_beat(**kwargs) -> None:
+    from pathlib import Path
+
+    from django.conf import settings
+
+    # Beat remembers when each entry last ran in this file; its directory is the writable data volume.
+    Path(settings.CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)
 
 
 @worker_ready.connect

@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "chat",
 ]
 
+# The server's handler (core/fastpath.py) runs Django's middlewares below through subclasses that run their hooks
+# on the event loop for /api/ requests: no thread hop per hook, the same code and results. Other paths: as Django.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.ContractMiddleware",
@@ -113,7 +115,8 @@ CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "app")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
+            # django-redis, counting gets, hits and misses for /metrics (README, Observability).
+            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             # Short socket timeouts: a stuck Redis must fail a request quickly, not hang a worker thread.
@@ -159,6 +162,73 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# A task is acknowledged when it ends, not when it starts: a worker killed mid-task (OOM, SIGKILL, a lost node)
+# leaves its message unacknowledged and the broker hands it to another worker once the visibility timeout passes.
+# Every task is therefore written to be idempotent.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message reserved at a time per process: a long export does not hold others back behind it.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 15 * 60, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", CELERY_TASK_SOFT_TIME_LIMIT + 60, minimum=2)
+# Longer than the longest task: a message still being worked on must not be handed to a second worker.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 5 * 60, minimum=1)
+if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be longer than CELERY_TASK_SOFT_TIME_LIMIT.")
+if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be longer than CELERY_TASK_TIME_LIMIT.")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Results live in the database (Job rows); no result backend to fill up.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "purge-expired-token-families": {"task": "accounts.tasks.purge_expired_token_families", "schedule": 3600},
+    "purge-finished-jobs": {"task": "posts.tasks.purge_finished_jobs", "schedule": 3600},
+    "purge-expired-sessions": {"task": "accounts.tasks.purge_expired_sessions", "schedule": 24 * 3600},
+    "requeue-stalled-jobs": {"task": "posts.tasks.requeue_stalled_jobs", "schedule": 300},
+}
+
+# --- Jobs (exports) -------------------------------------------------------------------------------------
+# Finished jobs and their files are deleted this long after they end.
+JOB_RETENTION_SECONDS = env_int("JOB_RETENTION_SECONDS", 7 * 24 * 3600, minimum=60)
+# A job still queued this long after it was created is enqueued again (its message was lost before a worker
+# took it, e.g. the broker was down when the request committed).
+JOB_REQUEUE_AFTER_SECONDS = env_int("JOB_REQUEUE_AFTER_SECONDS", 10 * 60, minimum=10)
+# A running job whose worker wrote progress this recently is in hand: a duplicate message for it is dropped.
+# Shorter than the visibility timeout, so that the message of a worker that died is taken up when it comes back.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=1)
+if JOB_LEASE_SECONDS >= CELERY_VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured("JOB_LEASE_SECONDS must be shorter than CELERY_VISIBILITY_TIMEOUT.")
+# Queued or running jobs one user may have at a time; more is refused with 429.
+JOB_MAX_ACTIVE_PER_USER = env_int("JOB_MAX_ACTIVE_PER_USER", 3, minimum=1)
+# Rows fetched per round trip while exporting (a server-side cursor: memory stays flat however many rows).
+EXPORT_CHUNK_ROWS = env_int("EXPORT_CHUNK_ROWS", 2000, minimum=1)
+
+# --- Webhooks (posts/webhooks.py; README, Webhooks) -----------------------------------------------------
+# Loopback receivers are refused like private ones (SSRF); tests running a receiver on 127.0.0.1 turn this on.
+WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", False)
+# A receiver must accept the connection within the first and answer within the second; the whole exchange is cut
+# off after both together, however slowly a receiver trickles bytes.
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_int("WEBHOOK_CONNECT_TIMEOUT_SECONDS", 3, minimum=1)
+WEBHOOK_READ_TIMEOUT_SECONDS = env_int("WEBHOOK_READ_TIMEOUT_SECONDS", 10, minimum=1)
+# Requests per delivery, the first included; retries wait base * 2^(n-1) seconds (half of it jittered) up to the cap.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 10, minimum=1)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 15 * 60, minimum=1)
+# Per receiving host: this many failures in a row open the breaker for the cool-down, then one trial is let through.
+WEBHOOK_BREAKER_THRESHOLD = env_int("WEBHOOK_BREAKER_THRESHOLD", 5, minimum=1)
+WEBHOOK_BREAKER_COOLDOWN_SECONDS = env_int("WEBHOOK_BREAKER_COOLDOWN_SECONDS", 60, minimum=1)
+# A delivery still not through this long after its event (kept waiting by an open breaker) is given up.
+WEBHOOK_DELIVERY_MAX_AGE_SECONDS = env_int("WEBHOOK_DELIVERY_MAX_AGE_SECONDS", 24 * 3600, minimum=60)
+# Every endpoint gets every published post: the cap bounds what one account can fan out.
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("WEBHOOK_MAX_ENDPOINTS_PER_USER", 10, minimum=1)
+# Retry timers live in the broker; a pending delivery whose message was lost is sent again by this periodic sweep.
+CELERY_BEAT_SCHEDULE["requeue-stalled-webhook-deliveries"] = {
+    "task": "posts.tasks.requeue_stalled_webhook_deliveries",
+    "schedule": 300,
+}
 
 # --- Auth and passwords ---------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -242,11 +312,14 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
-MEDIA_ROOT = DATA_DIR / "media"
+# Export files: the web processes serve what the workers write, so in production both mount the same volume.
+MEDIA_ROOT = Path(env_str("DJANGO_MEDIA_ROOT") or DATA_DIR / "media")
 MEDIA_URL = "/media/"
 
 # --- Logging --------------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
 LOG_FORMAT = env_str("LOG_FORMAT", "json").lower()
 if LOG_FORMAT not in {"json", "console"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or console, got {LOG_FORMAT!r}")
@@ -277,6 +350,8 @@ LOGGING = {
 
 # --- Posts, caching and rate limiting (posts app, core/ratelimit.py, core/cache.py) ----------------------------
 # Post details and the first pages of public lists are cached in Redis and replaced on every write (README, Caching).
+# False: every read goes to the database (writes still replace what other processes may have cached).
+POSTS_RESPONSE_CACHE = env_bool("POSTS_RESPONSE_CACHE", True)
 POSTS_DETAIL_CACHE_SECONDS = env_int("POSTS_DETAIL_CACHE_SECONDS", 300, minimum=1)
 POSTS_LIST_CACHE_SECONDS = env_int("POSTS_LIST_CACHE_SECONDS", 60, minimum=1)
 POSTS_LIST_CACHE_PAGES = env_int("POSTS_LIST_CACHE_PAGES", 3, minimum=0)
@@ -316,11 +391,20 @@ LOGOUT_REDIRECT_URL = "chat:login"
 # --- Observability (core/tracing.py, core/metrics.py; README, Observability) -----------------------------------
 # Tracing is configured by the standard OTEL_* variables alone (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...).
 # /metrics answers clients in these networks that did not come through a proxy, or anyone with the token.
-METRICS_ALLOWED_NETWORKS = [
-    ipaddress.ip_network(network, strict=False)
-    for network in env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
-]
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(network, strict=False)
+        for network in env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"METRICS_ALLOWED_NETWORKS must be comma-separated networks (CIDR) or addresses, "
+        f"got {env_str('METRICS_ALLOWED_NETWORKS')!r}: {exc}"
+    ) from None
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# django-prometheus' request and query latency histograms (+Inf is added): its default buckets start at 10 ms,
+# above nearly every query and most API requests here.
+PROMETHEUS_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # A Celery worker serves its own metrics (task outcomes and durations) on this port; 0 serves none.
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
 WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "0.0.0.0")

@@ -7,6 +7,7 @@ import uuid
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 
 from core.errors import error_response
 from core.logging import request_id_var, user_id_var
@@ -18,12 +19,18 @@ access_logger = logging.getLogger("access")
 # Echo a caller's id only when it is a sane token: it ends up in our logs and response headers.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _API_PREFIX = "/api/"
+# Orchestrators and Prometheus address each pod by its IP, a Host no allow-list can name in advance; these answers
+# carry no URL built from the Host, so serving them under any Host poisons nothing.
+_ANY_HOST_PATHS = frozenset({"/health", "/ready", "/metrics"})
+security_logger = logging.getLogger("django.security.DisallowedHost")
 
 
 class ContractMiddleware:
     """Request ids, the request body limit, and JSON error bodies for API paths that Django answered itself.
 
     - `X-Request-ID`: echoed when the client sent a valid one, generated otherwise; bound to the log context.
+    - A Host outside ALLOWED_HOSTS is refused with `400` (the probes and /metrics excepted); Django itself checks it
+      only when something asks for the host, which most API views never do.
     - A declared body over MAX_REQUEST_BODY_BYTES is refused with `413` before any view reads it.
     - Under /api/, a non-JSON error (an unknown path's `404`, a `405` from the router) becomes the contract's body.
 
@@ -74,6 +81,12 @@ class ContractMiddleware:
         )
 
     async def _respond(self, request):
+        if request.path not in _ANY_HOST_PATHS:
+            try:
+                request.get_host()
+            except DisallowedHost as exc:
+                security_logger.warning("%s", exc)
+                return error_response(400, "The Host header names no host this service answers for.", "bad_host")
         declared_length = request.META.get("CONTENT_LENGTH") or "0"
         if declared_length.isdigit() and int(declared_length) > settings.MAX_REQUEST_BODY_BYTES:
             return error_response(

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
-from posts import services
-from posts.models import Post, PostStatus
+from posts import exports, services, webhooks
+from posts.models import Job, Post, PostStatus, WebhookDelivery, WebhookEndpoint
 
 
 @admin.register(Post)
@@ -36,7 +36,7 @@ class PostAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        services.post_saved(post=obj)
+        services.post_saved(post=obj, published=not change or "status" in form.changed_data)
 
     def delete_model(self, request, obj):
         post_id = obj.pk
@@ -47,3 +47,76 @@ class PostAdmin(admin.ModelAdmin):
         post_ids = list(queryset.values_list("pk", flat=True))
         super().delete_queryset(request, queryset)
         services.posts_deleted(post_ids=post_ids)
+
+
+class WorkerWrittenAdmin(admin.ModelAdmin):
+    """Rows the Celery workers write (jobs, deliveries): the console watches them and retries failed ones, and
+    never edits or adds them by hand."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(WorkerWrittenAdmin):
+    list_display = ("id", "kind", "owner", "status", "progress", "attempts", "created_at", "finished_at")
+    list_filter = ("status", "kind", "created_at")
+    search_fields = ("owner__username",)
+    list_select_related = ("owner",)
+    raw_id_fields = ("owner",)
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False
+    actions = ("retry",)
+
+    @admin.action(description="Retry selected failed jobs", permissions=["change"])
+    def retry(self, request, queryset):
+        retried = exports.jobs_retry(job_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Sent {retried} failed job(s) back to the queue.")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ("id", "url", "owner", "is_active", "created_at", "updated_at")
+    list_filter = ("is_active", "created_at")
+    search_fields = ("url", "owner__username")
+    list_select_related = ("owner",)
+    raw_id_fields = ("owner",)
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False
+    # The secret is never shown here. Endpoints are registered through the API, which checks the URL (SSRF) and
+    # makes the secret; staff may only switch one off or on.
+    fields = ("owner", "url", "events", "is_active", "created_at", "updated_at")
+    readonly_fields = ("owner", "url", "events", "created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(WorkerWrittenAdmin):
+    list_display = (
+        "id",
+        "endpoint",
+        "event",
+        "event_id",
+        "status",
+        "attempts",
+        "last_response_status",
+        "created_at",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("status", "event", "created_at")
+    search_fields = ("event_id", "endpoint__url")
+    list_select_related = ("endpoint",)
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False
+    actions = ("retry",)
+
+    @admin.action(description="Retry selected failed deliveries (a fresh round of attempts)", permissions=["change"])
+    def retry(self, request, queryset):
+        retried = webhooks.webhook_deliveries_retry(delivery_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Sent {retried} failed delivery(ies) back to the queue.")

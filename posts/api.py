@@ -4,20 +4,26 @@ Rate limits, and the 429/503 answers they add, are applied to every operation in
 """
 
 import hashlib
+from collections.abc import AsyncIterator
 
 import orjson
 from asgiref.sync import sync_to_async
-from django.http import HttpResponse
+from django.core.files.storage import default_storage
+from django.http import HttpResponse, StreamingHttpResponse
 from ninja import Query, Router, Status
 
 from accounts.auth import jwt_auth, optional_jwt_auth
+from core.errors import Conflict, NotFound
 from core.pagination import Page, PageParams
 from core.params import ObjectId
 from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
-from posts import selectors, services
-from posts.models import PostStatus
+from posts import exports, selectors, services, webhooks
+from posts.models import Job, PostStatus
 from posts.schemas import (
     AuthorPostsOut,
+    ExportIn,
+    IdempotencyKey,
+    JobOut,
     PostCursorPageOut,
     PostCursorParams,
     PostIn,
@@ -25,6 +31,11 @@ from posts.schemas import (
     PostOut,
     PostOutV2,
     PostPatchIn,
+    WebhookCreatedOut,
+    WebhookDeliveryOut,
+    WebhookIn,
+    WebhookOut,
+    WebhookPatchIn,
 )
 
 posts_router = Router(tags=["posts"])
@@ -153,3 +164,146 @@ async def get_post_v2(request, post_id: ObjectId, response: HttpResponse):
     if _not_modified(request, response, post, "v2"):
         return Status(304, None)
     return post
+
+
+# --- jobs (v1) -------------------------------------------------------------------------------------------
+
+exports_router = Router(tags=["jobs"])
+jobs_router = Router(tags=["jobs"])
+
+_DOWNLOAD_CHUNK_BYTES = 256 * 1024
+
+
+@exports_router.post(
+    "",
+    auth=jwt_auth,
+    response={202: JobOut, **UNAUTHENTICATED, 403: ErrorOut, 409: ErrorOut, **INVALID},
+    summary="Export posts to CSV or JSON Lines in the background; watch the job it returns",
+    description="`Idempotency-Key`: a retried request with the same key returns the same job (`409` when the key "
+    "was used for a different export). The owner's `/ws/notifications/` sockets get a `job` event when it ends.",
+)
+async def create_export(
+    request,
+    payload: ExportIn,
+    response: HttpResponse,
+    idempotency_key: IdempotencyKey = None,
+):
+    job, _ = await sync_to_async(exports.export_request)(
+        owner=request.auth, fmt=payload.format, scope=payload.scope, idempotency_key=(idempotency_key or "").strip()
+    )
+    response["Location"] = f"{request.path.rsplit('/exports', 1)[0]}/jobs/{job.pk}"
+    return Status(202, selectors.job_payload(job))
+
+
+@jobs_router.get(
+    "/{job_id}",
+    auth=jwt_auth,
+    response={200: JobOut, **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
+    summary="One of your jobs: status and progress",
+)
+async def get_job(request, job_id: ObjectId):
+    return selectors.job_payload(await selectors.job_get_for_owner(owner=request.auth, job_id=job_id))
+
+
+@jobs_router.get(
+    "/{job_id}/download",
+    auth=jwt_auth,
+    response={200: None, **UNAUTHENTICATED, **NOT_FOUND, 409: ErrorOut, **INVALID},
+    summary="The file of a succeeded job (409 until it has succeeded)",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The exported file",
+                "content": {media_type.split(";")[0]: {} for media_type in exports.CONTENT_TYPES.values()},
+            }
+        }
+    },
+)
+async def download_job(request, job_id: ObjectId):
+    job = await selectors.job_get_for_owner(owner=request.auth, job_id=job_id)
+    if job.status != Job.Status.SUCCEEDED:
+        raise Conflict(f"The job is {job.status}; its file is ready once it has succeeded.", code="job_not_ready")
+    fmt = job.params["format"]
+    try:
+        file = await sync_to_async(default_storage.open)(job.result_file.name, "rb")
+    except FileNotFoundError as exc:
+        raise NotFound("The job's file is gone.") from exc
+    size = await sync_to_async(lambda: file.size)()
+    download = StreamingHttpResponse(_chunks(file), content_type=exports.CONTENT_TYPES[fmt])
+    download["Content-Length"] = str(size)
+    download["Content-Disposition"] = f'attachment; filename="posts-export-{job.pk}.{fmt}"'
+    download["Cache-Control"] = "private, no-store"
+    return download
+
+
+async def _chunks(file) -> AsyncIterator[bytes]:
+    # An async iterator: Django would read a sync one whole into memory before sending it under ASGI.
+    read = sync_to_async(file.read, thread_sensitive=False)
+    try:
+        while chunk := await read(_DOWNLOAD_CHUNK_BYTES):
+            yield chunk
+    finally:
+        await sync_to_async(file.close, thread_sensitive=False)()
+
+
+# --- webhooks --------------------------------------------------------------------------------------------
+
+webhooks_router = Router(tags=["webhooks"], auth=jwt_auth)
+
+
+@webhooks_router.post(
+    "",
+    response={201: WebhookCreatedOut, **UNAUTHENTICATED, 409: ErrorOut, **INVALID},
+    summary="Register a URL to receive signed events (post.published); the secret is shown only here",
+    description="The URL's host must resolve to public addresses only (422, type `url_not_allowed`). `409`: "
+    "`webhook_exists` for a URL you already registered, `webhook_limit_reached` past the per-user cap.",
+)
+async def create_webhook(request, payload: WebhookIn, response: HttpResponse):
+    endpoint = await sync_to_async(webhooks.webhook_endpoint_create)(
+        owner=request.auth, url=payload.url, events=[event.value for event in payload.events]
+    )
+    response["Location"] = f"{request.path.rstrip('/')}/{endpoint['id']}"
+    return Status(201, endpoint)
+
+
+@webhooks_router.get("", response={200: Page[WebhookOut], **UNAUTHENTICATED, **INVALID}, summary="Your webhooks")
+async def list_webhooks(request, params: Query[PageParams]):
+    return await selectors.webhook_endpoint_page(owner=request.auth, params=params)
+
+
+@webhooks_router.get(
+    "/{webhook_id}", response={200: WebhookOut, **UNAUTHENTICATED, **NOT_FOUND, **INVALID}, summary="One webhook"
+)
+async def get_webhook(request, webhook_id: ObjectId):
+    return await selectors.webhook_endpoint_get(owner=request.auth, endpoint_id=webhook_id)
+
+
+@webhooks_router.patch(
+    "/{webhook_id}",
+    response={200: WebhookOut, **UNAUTHENTICATED, **NOT_FOUND, 409: ErrorOut, **INVALID},
+    summary="Change a webhook's URL, events or whether it is active",
+)
+async def update_webhook(request, webhook_id: ObjectId, payload: WebhookPatchIn):
+    changes = payload.model_dump(exclude_unset=True)
+    if "events" in changes:
+        changes["events"] = [event.value for event in payload.events]
+    return await sync_to_async(webhooks.webhook_endpoint_update)(owner=request.auth, endpoint_id=webhook_id, **changes)
+
+
+@webhooks_router.delete(
+    "/{webhook_id}",
+    response={204: None, **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
+    summary="Delete a webhook and its delivery records",
+)
+async def delete_webhook(request, webhook_id: ObjectId):
+    await sync_to_async(webhooks.webhook_endpoint_delete)(owner=request.auth, endpoint_id=webhook_id)
+    return Status(204, None)
+
+
+@webhooks_router.get(
+    "/{webhook_id}/deliveries",
+    response={200: Page[WebhookDeliveryOut], **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
+    summary="A webhook's deliveries, newest first",
+)
+async def list_webhook_deliveries(request, webhook_id: ObjectId, params: Query[PageParams]):
+    return await selectors.webhook_delivery_page(owner=request.auth, endpoint_id=webhook_id, params=params)

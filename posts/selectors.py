@@ -13,11 +13,12 @@ from django.core import signing
 from django.db.models import Q
 
 from accounts.selectors import user_public_get
+from core import adb
 from core.errors import InvalidInput, NotFound
-from core.pagination import PageParams, pagination_meta
+from core.pagination import PageParams, paginate, pagination_meta
 from core.params import MAX_OBJECT_ID
 from posts import cache as posts_cache
-from posts.models import Post, PostStatus
+from posts.models import Job, Post, PostStatus, WebhookDelivery, WebhookEndpoint
 
 EXCERPT_LENGTH = 200
 
@@ -75,12 +76,16 @@ def can_change(viewer, *, author_id: int) -> bool:
 # --- one post --------------------------------------------------------------------------------------------
 
 
+# Compiled once, run on the event loop (core/adb.py).
+_post_by_id = adb.Prepared(lambda post_id: Post.objects.filter(pk=post_id).values(*_COLUMNS)[:1])
+
+
 async def post_get_visible(*, viewer, post_id: int) -> dict:
     snapshot = await posts_cache.detail_get(post_id)
     if snapshot == posts_cache.DELETED:
         raise NotFound("No such post.")
     if snapshot is None:
-        row = await Post.objects.filter(pk=post_id).values(*_COLUMNS).afirst()
+        row = await _post_by_id.first(post_id)
         if row is None:
             raise NotFound("No such post.")
         snapshot = _snapshot(row)
@@ -118,6 +123,20 @@ def _scope(viewer, *, author_id: int | None, status: str | None) -> _Scope | Non
     return _Scope(Q(status=PostStatus.PUBLISHED) | Q(author_id=me), public=False)
 
 
+# Everyone's unfiltered lists (the most read pages), compiled once (core/adb.py): the scope `_scope` gives an
+# anonymous caller with no filter, ordered and sliced as below.
+_PUBLISHED = Q(status=PostStatus.PUBLISHED)
+_published_page = adb.Prepared(
+    lambda offset, limit: (
+        Post.objects.filter(_PUBLISHED).order_by(*_NEWEST_FIRST).values(*_COLUMNS)[offset : offset + limit]
+    ),
+    arity=2,
+)
+_published_first = adb.Prepared(
+    lambda limit: Post.objects.filter(_PUBLISHED).order_by(*_NEWEST_FIRST).values(*_COLUMNS)[:limit]
+)
+
+
 def _matching(scope: _Scope, search: str | None):
     posts = Post.objects.filter(scope.where)
     if search:
@@ -133,10 +152,10 @@ async def _total(posts, *, count_key: tuple) -> int:
     if cached is not None:
         return cached
     limit = settings.POSTS_EXACT_COUNT_LIMIT
-    total = await posts.order_by()[: limit + 1].acount()
+    total = await adb.count(posts.order_by()[: limit + 1])
     if total <= limit:
         return total
-    total = await posts.order_by().acount()
+    total = await adb.count(posts.order_by())
     await posts_cache.large_count_fill(count_key, total)
     return total
 
@@ -160,8 +179,13 @@ async def post_page(
             return cached
     posts = _matching(scope, search)
     total = await _total(posts, count_key=(str(scope.where), search))
-    rows = posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[params.offset : params.offset + params.per_page]
-    page = {"items": [_snapshot(row) async for row in rows], "pagination": pagination_meta(params, total)}
+    if scope.where == _PUBLISHED and not search:
+        found = await _published_page.values(params.offset, params.per_page)
+    else:
+        found = await adb.values(
+            posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[params.offset : params.offset + params.per_page]
+        )
+    page = {"items": [_snapshot(row) for row in found], "pagination": pagination_meta(params, total)}
     if cache_key is not None:
         await posts_cache.list_fill(cache_key, page)
     return page
@@ -222,9 +246,86 @@ async def post_cursor_page(
         posts = posts.filter(created_at__lte=created_at).filter(
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=post_id)
         )
-    rows = posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[: limit + 1]
-    items = [_snapshot(row) async for row in rows]
+    if scope.where == _PUBLISHED and not search and position is None:
+        found = await _published_first.values(limit + 1)
+    else:
+        found = await adb.values(posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[: limit + 1])
+    items = [_snapshot(row) for row in found]
     page = {"items": items[:limit], "next_cursor": _cursor_for(items[limit - 1]) if len(items) > limit else None}
     if cache_key is not None:
         await posts_cache.list_fill(cache_key, page)
     return page
+
+
+# --- jobs ------------------------------------------------------------------------------------------------
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def job_payload(job: Job) -> dict:
+    """A job as its owner sees it, JSON-ready: the API renders it and the notification socket sends it as is."""
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "created_at": _timestamp(job.created_at),
+        "finished_at": _timestamp(job.finished_at),
+        "error": job.error or None,
+        "download_url": f"/api/v1/jobs/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None,
+    }
+
+
+async def job_get_for_owner(*, owner, job_id: int) -> Job:
+    """The job, when it is the owner's: someone else's job does not exist for them."""
+    job = await Job.objects.filter(pk=job_id, owner_id=owner.pk).afirst()
+    if job is None:
+        raise NotFound("No such job.")
+    return job
+
+
+# --- webhooks --------------------------------------------------------------------------------------------
+
+_ENDPOINT_COLUMNS = ("id", "url", "events", "is_active", "created_at", "updated_at")
+_DELIVERY_COLUMNS = (
+    "id",
+    "event",
+    "event_id",
+    "status",
+    "attempts",
+    "last_response_status",
+    "last_error",
+    "created_at",
+    "next_attempt_at",
+    "delivered_at",
+)
+
+
+def webhook_endpoint_snapshot(endpoint: WebhookEndpoint) -> dict:
+    """An endpoint as its owner sees it, without its secret."""
+    return {name: getattr(endpoint, name) for name in _ENDPOINT_COLUMNS}
+
+
+async def webhook_endpoint_page(*, owner, params: PageParams) -> dict:
+    endpoints = WebhookEndpoint.objects.filter(owner_id=owner.pk).order_by("-created_at", "-id")
+    return await paginate(endpoints.values(*_ENDPOINT_COLUMNS), params)
+
+
+async def webhook_endpoint_get(*, owner, endpoint_id: int) -> dict:
+    """The owner's endpoint; someone else's does not exist for them."""
+    endpoint = (
+        await WebhookEndpoint.objects.filter(pk=endpoint_id, owner_id=owner.pk).values(*_ENDPOINT_COLUMNS).afirst()
+    )
+    if endpoint is None:
+        raise NotFound("No such webhook.")
+    return endpoint
+
+
+async def webhook_delivery_page(*, owner, endpoint_id: int, params: PageParams) -> dict:
+    """An endpoint's deliveries, newest first."""
+    if not await WebhookEndpoint.objects.filter(pk=endpoint_id, owner_id=owner.pk).aexists():
+        raise NotFound("No such webhook.")
+    deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id).order_by("-created_at", "-id")
+    return await paginate(deliveries.values(*_DELIVERY_COLUMNS), params)

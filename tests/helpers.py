@@ -38,6 +38,15 @@ def clean_env(**overrides: str) -> dict[str, str]:
         "TRUSTED_PROXY_COUNT",
         "MAX_REQUEST_BODY_BYTES",
         "API_V1_SUNSET",
+        "READY_CHECK_",
+        "METRICS_",
+        "WORKER_METRICS_",
+        "PROMETHEUS_",
+        "OTEL_",
+        "JOB_",
+        "EXPORT_",
+        "WEBHOOK_",
+        "DEFAULT_FROM_EMAIL",
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith(project_prefixes)}
     env.update(overrides)
@@ -172,3 +181,21 @@ class WorkerProcess:
     def stop(self) -> None:
         # Warm shutdown: the task in hand finishes, nothing new is taken.
         stop_process(self.process)
+
+
+async def open_websocket(server: "ServerProcess", access_token: str, path: str, query: str = "", **connect_options):
+    """A WebSocket client on `path` of a server process, let in by a fresh ticket as the contract says (the ticket
+    is fetched over HTTP first); its first frame, the welcome, is left to the caller."""
+    import asyncio
+
+    import websockets
+
+    status, body = await asyncio.to_thread(
+        http_json,
+        f"{server.base_url}/api/v1/chat/tickets",
+        method="POST",
+        headers={"Authorization": f"Bearer {access_token}"},
+    )
+    assert status == 200, body
+    url = f"ws://127.0.0.1:{server.port}{path}?ticket={body['ticket']}{query}"
+    return await websockets.connect(url, **connect_options)

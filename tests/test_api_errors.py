@@ -76,6 +76,23 @@ def test_chunked_oversized_body_is_refused(live_server_process, settings):
     assert json.loads(response.read())["code"] == "payload_too_large"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/posts/", "/api/v2/posts/", "/admin/login/", "/chat/"])
+def test_a_host_outside_the_allowed_hosts_is_refused(client, path):
+    response = client.get(path, headers={"Host": "attacker.example"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "The Host header names no host this service answers for.",
+        "code": "bad_host",
+    }
+    assert response["X-Request-ID"]
+
+
+def test_probes_answer_under_any_host_as_orchestrators_address_pods_by_ip(client):
+    assert client.get("/health", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+    assert client.get("/ready", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+    assert client.get("/metrics", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+
+
 def test_request_id_is_echoed(client):
     response = client.get("/health", headers={"X-Request-ID": "trace-abc.123:xyz"})
     assert response["X-Request-ID"] == "trace-abc.123:xyz"

@@ -28,6 +28,13 @@ def test_server_starts_and_serves_with_no_configuration(tmp_path):
         assert status == 200
         bearer = {"Authorization": f"Bearer {pair['access_token']}"}
         assert http_json(f"{server.base_url}/api/v2/users/me", headers=bearer)[1]["username"] == "smoke"
+        # Celery runs eagerly: an export has finished by the time its request is answered.
+        status, job = http_json(
+            f"{server.base_url}/api/v1/exports", method="POST", body={"format": "jsonl"}, headers=bearer
+        )
+        assert (status, job["status"], job["progress"]) == (202, "queued", 0)
+        status, job = http_json(f"{server.base_url}/api/v1/jobs/{job['id']}", headers=bearer)
+        assert (status, job["status"]) == (200, "succeeded")
         logout = {"refresh_token": pair["refresh_token"]}
         status, _ = http_json(f"{server.base_url}/api/v2/auth/logout", method="POST", body=logout, headers=bearer)
         assert status == 204

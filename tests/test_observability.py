@@ -32,6 +32,7 @@ from tests.helpers import (
     clean_env,
     free_port,
     http_json,
+    open_websocket,
     stop_process,
 )
 
@@ -135,18 +136,9 @@ def _descends_from(span: dict, ancestor: dict, spans: list[dict]) -> bool:
     return False
 
 
-async def _open_chat(base_url: str, port: int, access_token: str, slug: str, headers: dict | None = None):
-    """A WebSocket client in a chat room (a ticket first, as the contract says), past the welcome."""
-    status, body = await asyncio.to_thread(
-        http_json,
-        f"{base_url}/api/v1/chat/tickets",
-        method="POST",
-        headers={"Authorization": f"Bearer {access_token}"},
-    )
-    assert status == 200, body
-    socket = await websockets.connect(
-        f"ws://127.0.0.1:{port}/ws/chat/{slug}/?ticket={body['ticket']}", additional_headers=headers or {}
-    )
+async def _open_chat(server, access_token: str, slug: str, headers: dict | None = None):
+    """A WebSocket client in a chat room, past the welcome."""
+    socket = await open_websocket(server, access_token, f"/ws/chat/{slug}/", additional_headers=headers or {})
     await _receive_until(socket, lambda event: event["type"] == "welcome")
     return socket
 
@@ -240,7 +232,7 @@ async def test_chat_frames_continue_the_handshake_trace_and_a_message_send_has_a
     server = configured_live_server_process
     room, user, access = chat_member
     text = "words that belong to the room alone"
-    socket = await _open_chat(server.base_url, server.port, access, room.slug, {"traceparent": CLIENT_TRACEPARENT})
+    socket = await _open_chat(server, access, room.slug, {"traceparent": CLIENT_TRACEPARENT})
     try:
         message_id = await _send_chat_message(socket, text)
     finally:
@@ -485,7 +477,7 @@ async def test_open_websockets_and_chat_messages_are_counted(live_server_process
     scrape = lambda: asyncio.to_thread(_scrape, server.base_url)  # noqa: E731
     before = await scrape()
     assert _sample(before, "websocket_connections_open", consumer="chat") == 0
-    socket = await _open_chat(server.base_url, server.port, access, room.slug)
+    socket = await _open_chat(server, access, room.slug)
     try:
         assert _sample(await scrape(), "websocket_connections_open", consumer="chat") == 1
         await _send_chat_message(socket, "one")
@@ -524,7 +516,7 @@ async def test_a_restart_starts_from_zero_and_a_killed_process_connections_stop_
     assert _sample(samples, "chat_messages_sent_total") == 0
     assert _sample(samples, "websocket_connections_open", consumer="chat") == 0
 
-    socket = await _open_chat(server.base_url, server.port, access, room.slug)
+    socket = await _open_chat(server, access, room.slug)
     await _send_chat_message(socket, "before the crash")
     samples = await scrape()
     assert _sample(samples, "websocket_connections_open", consumer="chat") == 1

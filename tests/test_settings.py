@@ -19,12 +19,15 @@ _DUMP = """
 import json, django
 django.setup()
 from django.conf import settings as s
+from django.utils.module_loading import import_string
+from django_redis.cache import RedisCache
 db = s.DATABASES["default"]
 print(json.dumps({
     "debug": s.DEBUG,
     "db_engine": db["ENGINE"], "db_name": db["NAME"], "conn_max_age": db.get("CONN_MAX_AGE"),
     "conn_health_checks": db.get("CONN_HEALTH_CHECKS"), "pool": db.get("OPTIONS", {}).get("pool"),
     "cache": s.CACHES["default"]["BACKEND"], "cache_location": s.CACHES["default"].get("LOCATION"),
+    "cache_is_django_redis": issubclass(import_string(s.CACHES["default"]["BACKEND"]), RedisCache),
     "layer": s.CHANNEL_LAYERS["default"]["BACKEND"], "layer_config": s.CHANNEL_LAYERS["default"].get("CONFIG"),
     "broker": s.CELERY_BROKER_URL, "eager": s.CELERY_TASK_ALWAYS_EAGER, "admin_url": s.ADMIN_URL,
     "allowed_hosts": s.ALLOWED_HOSTS, "cors": s.CORS_ALLOWED_ORIGINS, "hashers": s.PASSWORD_HASHERS,
@@ -67,7 +70,9 @@ def test_postgresql_url_uses_the_native_pool_without_persistent_connections():
 
 def test_redis_url_drives_cache_channel_layer_and_broker():
     loaded = load_settings(REDIS_URL="redis://cache:6379/2")
-    assert loaded["cache"] == "django_redis.cache.RedisCache"
+    # django-redis, through django-prometheus' subclass that counts hits and misses.
+    assert loaded["cache"] == "django_prometheus.cache.backends.redis.RedisCache"
+    assert loaded["cache_is_django_redis"] is True
     assert loaded["cache_location"] == "redis://cache:6379/2"
     assert loaded["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert loaded["layer_config"]["hosts"][0]["address"] == "redis://cache:6379/2"
@@ -110,10 +115,28 @@ def test_argon2_hashes_passwords_first():
         ({"DB_POOL_MIN": "9", "DB_POOL_MAX": "2"}, "DB_POOL_MIN (9) must not exceed DB_POOL_MAX (2)"),
         ({"DB_POOL_MAX": "many"}, "DB_POOL_MAX must be an integer"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or console"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got 'LOUD'"),
+        (
+            {"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,bogus"},
+            "METRICS_ALLOWED_NETWORKS must be comma-separated networks (CIDR) or addresses, got '10.0.0.0/8,bogus'",
+        ),
         (
             {"REDIS_URL": "redis://cache:6379/0", "CHANNEL_LAYER": "kafka"},
             "CHANNEL_LAYER must be redis-pubsub or redis",
         ),
+        (
+            {"CELERY_TASK_SOFT_TIME_LIMIT": "60", "CELERY_TASK_TIME_LIMIT": "60"},
+            "CELERY_TASK_TIME_LIMIT must be longer than CELERY_TASK_SOFT_TIME_LIMIT",
+        ),
+        (
+            {
+                "CELERY_TASK_SOFT_TIME_LIMIT": "500",
+                "CELERY_TASK_TIME_LIMIT": "600",
+                "CELERY_VISIBILITY_TIMEOUT": "300",
+            },
+            "CELERY_VISIBILITY_TIMEOUT must be longer than CELERY_TASK_TIME_LIMIT",
+        ),
+        ({"JOB_LEASE_SECONDS": "99999"}, "JOB_LEASE_SECONDS must be shorter than CELERY_VISIBILITY_TIMEOUT"),
     ],
 )
 def test_bad_configuration_refuses_to_start_with_a_clear_message(env, message):
@@ -151,3 +174,14 @@ def test_probe_paths_are_exempt_from_the_https_redirect(tmp_path):
 def test_models_and_migrations_agree(tmp_path):
     result = run_manage("makemigrations", "--check", "--dry-run", env=clean_env(DJANGO_DATA_DIR=str(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_child_processes_inherit_none_of_the_developers_settings(monkeypatch):
+    """Every variable the code reads is stripped from the environment test servers and workers start with, so a
+    developer's shell (a METRICS_TOKEN, an OTEL endpoint) cannot change what a test sees."""
+    from tests.deploy.k8s import variables_read_by_the_code
+
+    for name in variables_read_by_the_code():
+        monkeypatch.setenv(name, "from-the-shell")
+    leaked = sorted(set(variables_read_by_the_code()) & set(clean_env()))
+    assert not leaked, f"clean_env() passes these on: {leaked}"

@@ -39,7 +39,9 @@ class Migration(migrations.Migration):
                 ("result_file", models.FileField(blank=True, max_length=300, upload_to="exports/%Y/%m/%d/")),
                 ("result_rows", models.PositiveIntegerField(blank=True, null=True)),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("enqueued_at", models.DateTimeField(default=django.utils.timezone.now)),
                 ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
                 ("finished_at", models.DateTimeField(blank=True, null=True)),
                 (
                     "owner",

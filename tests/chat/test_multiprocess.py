@@ -12,7 +12,7 @@ import websockets
 
 from chat.models import Room
 from tests.conftest import child_process_env
-from tests.helpers import ServerProcess, http_json
+from tests.helpers import ServerProcess, http_json, open_websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,15 +43,8 @@ def chat_users(make_user, issue_tokens):
 
 
 async def open_chat(server: ServerProcess, access_token: str, *, after: int | None = None, slug: str = "lobby"):
-    status, body = await asyncio.to_thread(
-        http_json,
-        f"{server.base_url}/api/v1/chat/tickets",
-        method="POST",
-        headers={"Authorization": f"Bearer {access_token}"},
-    )
-    assert status == 200, body
-    query = f"ticket={body['ticket']}" + (f"&after={after}" if after is not None else "")
-    socket = await websockets.connect(f"ws://127.0.0.1:{server.port}/ws/chat/{slug}/?{query}", max_size=None)
+    query = f"&after={after}" if after is not None else ""
+    socket = await open_websocket(server, access_token, f"/ws/chat/{slug}/", query, max_size=None)
     welcome = await receive(socket)
     assert welcome["type"] == "welcome", welcome
     return socket, welcome

@@ -126,11 +126,12 @@ def selects(selector: dict, labels: dict) -> bool:
 
 
 def container_script(container_spec: dict) -> str:
-    """The shell script a container runs (`args: [sh, -c, script]`), or its args joined as one command."""
+    """The shell script a container runs (`args: [sh, -c, script]`), or its args as one `exec` line: in the pod
+    they are the process itself, so a signal sent to the script must reach them, not a shell in between."""
     args = container_spec["args"]
     if args[:2] == ["sh", "-c"]:
         return args[2]
-    return shlex.join(args)
+    return "exec " + shlex.join(args)
 
 
 def exec_line(container_spec: dict) -> list[str]:

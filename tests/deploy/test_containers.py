@@ -36,11 +36,7 @@ def pod_environment(workload_name: str, tmp_path, **overrides: str) -> dict[str,
     env.update(k8s.config_data())
     env.update(k8s.secret_data())
     for variable in container.get("env", []):
-        if "valueFrom" in variable:
-            assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
-            env[variable["name"]] = POD_IP
-        else:
-            env[variable["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), variable["value"])
+        env[variable["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), variable["value"])
     for name in ("DJANGO_DATA_DIR", "DJANGO_MEDIA_ROOT", "DJANGO_STATIC_ROOT", "PROMETHEUS_MULTIPROC_DIR"):
         if name in env:
             directory = tmp_path / name.lower()
@@ -149,13 +145,14 @@ def test_the_web_container_serves_its_probes_and_refuses_what_it_should(web_pod)
     # Prometheus, from the pod network: allowed. The same through a proxy: refused.
     assert request(f"{base}/metrics")[0] == 200
     assert request(f"{base}/metrics", {"X-Forwarded-For": "203.0.113.9"})[0] == 403
-    # Production settings: plain HTTP to the API is redirected, unknown hosts are refused.
-    status, headers = request(f"{base}/api/v2/posts/")
-    assert status == 301 and headers["location"].startswith("https://")
-    assert request(f"{base}/api/v2/posts/", {"Host": "evil.example"})[0] == 400
     # What the ingress controller sends through the mesh: the Service's name as Host, the client's HTTPS scheme.
     ingress = k8s.get("Ingress", "backend")["metadata"]["annotations"]
     vhost = ingress["nginx.ingress.kubernetes.io/upstream-vhost"]
+    # Production settings: plain HTTP to the API is redirected; other hosts, the pod's address included, refused.
+    status, headers = request(f"{base}/api/v2/posts/", {"Host": vhost})
+    assert status == 301 and headers["location"].startswith("https://")
+    assert request(f"{base}/api/v2/posts/", {"Host": "evil.example"})[0] == 400
+    assert request(f"{base}/api/v2/posts/")[0] == 400
     forwarded = {"Host": vhost, "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
     assert request(f"{base}/api/v2/posts/", forwarded)[0] == 200
     # The admin's and the API docs' static files come from the image, with no web server in front.

@@ -36,8 +36,6 @@ NOT_SET_IN_KUBERNETES = {
     # worker.yaml sets it on that container (test_worker_metrics_are_collected_across_the_pool).
     "PROMETHEUS_MULTIPROC_DIR": "set per container, on the worker only",
 }
-# Pod-level helpers that are not settings: the pod's IP, expanded into DJANGO_ALLOWED_HOSTS.
-POD_HELPER_VARIABLES = {"POD_IP"}
 
 WEB_SERVICE = "backend-web"
 # The retry conditions under which a request never reached the application: safe to retry for any method.
@@ -298,7 +296,7 @@ def test_every_variable_provided_is_read_by_the_code():
     assert not provided - read, f"provided but read by nothing: {sorted(provided - read)}"
     for workload in k8s.workloads():
         for container in k8s.pod_template(workload)["spec"]["containers"]:
-            extra = {v["name"] for v in container.get("env", [])} - read - POD_HELPER_VARIABLES
+            extra = {v["name"] for v in container.get("env", [])} - read
             assert not extra, f"{manifest_id(workload)} sets variables nothing reads: {extra}"
 
 
@@ -476,16 +474,6 @@ def test_ingress_timeouts_and_body_limit_suit_the_app():
     # Larger than the app's own limit, so that oversized bodies get the contract's 413 from the app.
     assert limit > int(data["MAX_REQUEST_BODY_BYTES"])
     assert int(data["TRUSTED_PROXY_COUNT"]) == 1, "one proxy (the ingress controller) appends X-Forwarded-For"
-
-
-def test_web_pods_allow_their_own_address_for_probes_and_scrapes():
-    for workload in web_workloads():
-        env = {v["name"]: v for v in k8s.container(workload)["env"]}
-        assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
-        assert env["DJANGO_ALLOWED_HOSTS"]["value"] == "$(DJANGO_ALLOWED_HOSTS),$(POD_IP)"
-        # Kubernetes expands $(VAR) only with variables defined before: envFrom comes first, then env in order.
-        names = [v["name"] for v in k8s.container(workload)["env"]]
-        assert names.index("POD_IP") < names.index("DJANGO_ALLOWED_HOSTS")
 
 
 def policy_ports(rule: dict) -> set[int]:

@@ -18,7 +18,7 @@ import websockets
 
 from chat.models import Room
 from tests.conftest import child_process_env
-from tests.helpers import ServerProcess, http_json
+from tests.helpers import ServerProcess, http_json, open_websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,14 +49,7 @@ def access_token(make_user, issue_tokens) -> str:
 
 
 async def open_socket(server: ServerProcess, access_token: str):
-    status, body = await asyncio.to_thread(
-        http_json,
-        f"{server.base_url}/api/v1/chat/tickets",
-        method="POST",
-        headers={"Authorization": f"Bearer {access_token}"},
-    )
-    assert status == 200, body
-    socket = await websockets.connect(f"ws://127.0.0.1:{server.port}/ws/chat/lobby/?ticket={body['ticket']}")
+    socket = await open_websocket(server, access_token, "/ws/chat/lobby/")
     welcome = await asyncio.wait_for(socket.recv(), 10)
     assert '"welcome"' in welcome
     return socket

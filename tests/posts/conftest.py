@@ -42,3 +42,41 @@ def make_posts():
         return Post.objects.bulk_create(posts)
 
     return make
+
+
+@pytest.fixture
+def make_job():
+    """`make_job(owner, **fields)`: an export job row, queued unless told otherwise."""
+    from posts.models import Job
+
+    def make(owner, **fields) -> Job:
+        fields.setdefault("params", {"format": "csv", "scope": "mine"})
+        return Job.objects.create(owner=owner, kind=Job.Kind.EXPORT, **fields)
+
+    return make
+
+
+@pytest.fixture
+def broker_tasks():
+    """`broker_tasks()`: (task name, args) of each message waiting on the real broker's default queue."""
+    import base64
+    import json
+
+    import redis
+    from django.conf import settings
+
+    def waiting() -> list[tuple[str, list]]:
+        # Celery's Redis transport keeps the default queue as a list named "celery" of JSON envelopes whose body
+        # is the base64 of [args, kwargs, options].
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        envelopes = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+        return [(e["headers"]["task"], json.loads(base64.b64decode(e["body"]))[0]) for e in envelopes]
+
+    return waiting
+
+
+@pytest.fixture
+def staff_client(client, make_user):
+    """The test client logged in (by session) as a superuser: the admin's console."""
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+    return client

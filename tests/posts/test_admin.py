@@ -11,12 +11,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CHANGELIST = reverse("admin:posts_post_changelist")
 
 
-@pytest.fixture
-def staff_client(client, make_user):
-    client.force_login(make_user(is_staff=True, is_superuser=True))
-    return client
-
-
 def test_changelist_filters_and_searches(staff_client, make_user, make_post):
     author = make_user(username="writer")
     make_post(author, title="Postgres notes", status=PostStatus.DRAFT)
