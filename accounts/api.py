@@ -20,7 +20,7 @@ from accounts.schemas import (
 from core.net import client_ip
 from core.pagination import Page, PageParams
 from core.params import ObjectId
-from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut
+from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut, Shaped
 
 auth_router = Router(tags=["auth"])
 users_router = Router(tags=["users"])
@@ -106,7 +106,8 @@ async def list_users(request, params: Query[PageParams]):
 
 @users_router.get("/{user_id}", response={200: UserPublic, 404: ErrorOut, **INVALID}, summary="One active user")
 async def get_user(request, user_id: ObjectId):
-    return await selectors.user_public_get(user_id=user_id)
+    # The row's columns are UserPublic's fields, in its order (selectors.PUBLIC_USER_FIELDS).
+    return Shaped(await selectors.user_public_get(user_id=user_id))
 
 
 @users_router.delete(

@@ -9,7 +9,9 @@ pool as soon as the rows are read.
 
 - One pool per event loop (so per server process), sized like Django's (DB_POOL_MIN / DB_POOL_MAX, DB_POOL_TIMEOUT)
   and configured like Django's connections (autocommit, the time zone, Django's adapters, client-side binding,
-  the health check on checkout when CONN_HEALTH_CHECKS is set).
+  the health check on checkout when CONN_HEALTH_CHECKS is set, skipped for a connection that completed a query
+  within the last `CHECK_AFTER_IDLE_SECONDS`, as HikariCP's "alive bypass window" does: under load a connection
+  comes back every few milliseconds, and the probe was a second round trip for every single-row read).
 - Only PostgreSQL (with SQLite, the embedded default, everything goes through Django's ORM), and only for code
   running on the event loop, which can never be inside `atomic()`: writes and their reads stay in the services,
   in the request's thread, on Django's connection.
@@ -18,6 +20,7 @@ pool as soon as the rows are read.
 """
 
 import asyncio
+import math
 import re
 import time
 import weakref
@@ -34,6 +37,8 @@ from psycopg_pool import AsyncConnectionPool
 from core.tracing import tracer, tracing_enabled
 
 ALIAS = "default"
+# A connection whose last query completed less than this long ago is handed out without the health check's probe.
+CHECK_AFTER_IDLE_SECONDS = 0.5
 
 _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool]" = weakref.WeakKeyDictionary()
 # Compiling needs a DatabaseWrapper (its operations and features), never a connection: one, shared, never connected.
@@ -44,7 +49,8 @@ def _native() -> bool:
     """PostgreSQL, outside Django's test environment. There, each test's transaction lives on the test thread's
     connection, which a connection of this pool would not see: tests in-process go through the ORM (tests that
     start real server processes, and the benchmark, take this path)."""
-    return connections[ALIAS].vendor == "postgresql" and not hasattr(_TestState, "saved_data")
+    # The compiling wrapper's vendor: the same settings as connections[ALIAS], without a thread-local lookup.
+    return _wrapper().vendor == "postgresql" and not hasattr(_TestState, "saved_data")
 
 
 def _wrapper():
@@ -73,7 +79,7 @@ def _pool() -> AsyncConnectionPool:
             max_size=options.get("max_size", settings.DB_POOL_MAX),
             timeout=options.get("timeout", settings.DB_POOL_TIMEOUT),
             configure=configure,
-            check=AsyncConnectionPool.check_connection if wrapper.settings_dict["CONN_HEALTH_CHECKS"] else None,
+            check=_check_unless_just_used if wrapper.settings_dict["CONN_HEALTH_CHECKS"] else None,
             open=False,
             name=f"adb-{ALIAS}",
         )
@@ -100,10 +106,19 @@ async def _execute(sql: str, params) -> list[tuple]:
         query_duration_seconds.labels(ALIAS, "postgresql").observe(time.perf_counter() - started)
 
 
+async def _check_unless_just_used(connection: AsyncConnection) -> None:
+    """The pool's health check (an empty query), unless the connection just proved itself with a query."""
+    if time.monotonic() - getattr(connection, "_adb_used_at", -math.inf) < CHECK_AFTER_IDLE_SECONDS:
+        return
+    await AsyncConnectionPool.check_connection(connection)
+
+
 async def _fetch(pool: AsyncConnectionPool, sql: str, params) -> list[tuple]:
     async with pool.connection() as connection, connection.cursor() as cursor:
         await cursor.execute(sql, params)
-        return await cursor.fetchall()
+        rows = await cursor.fetchall()
+        connection._adb_used_at = time.monotonic()
+        return rows
 
 
 async def values(queryset) -> list[dict]:

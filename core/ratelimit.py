@@ -1,8 +1,9 @@
 """Rate limiting shared by every API operation: a sliding window or a token bucket per client and policy.
 
-Each algorithm is one Lua script run atomically in Redis (EVALSHA, loaded on first use), awaited through
-`redis.asyncio` with one client per event loop, so limiting never blocks the loop and concurrent requests, from any
-number of server processes, can never both take the last slot. The scripts take `now` from the caller's clock
+Each algorithm is one Lua script run atomically in Redis (EVALSHA, loaded on first use), awaited on redis-py's
+asyncio connections kept per event loop (`core.redis.LoopScripts`: the round trip without the client's per-call
+layers), so limiting never blocks the loop and concurrent requests, from any number of server processes, can never
+both take the last slot. The scripts take `now` from the caller's clock
 (injectable, for tests), which is why the servers' clocks are expected to be NTP-synchronised.
 
 When Redis cannot be reached, a policy either fails open to the same algorithm kept in process memory (per process,
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError
 
 from core.errors import RateLimited, ServiceUnavailable
 from core.metrics import RATE_LIMITED
-from core.redis import LoopRedis
+from core.redis import LoopScripts
 
 logger = logging.getLogger(__name__)
 
@@ -166,9 +167,9 @@ class RedisLimiter:
         self.url = url
         self.prefix = prefix
         self.clock = clock
-        self.redis = LoopRedis(
+        self.redis = LoopScripts(
             url,
-            scripts={"sliding_window": _SLIDING_WINDOW, "token_bucket": _TOKEN_BUCKET},
+            {"sliding_window": _SLIDING_WINDOW, "token_bucket": _TOKEN_BUCKET},
             timeout=_REDIS_TIMEOUT_SECONDS,
         )
 
@@ -178,13 +179,11 @@ class RedisLimiter:
         try:
             if isinstance(policy.rule, SlidingWindow):
                 member = f"{now_ms}:{os.urandom(6).hex()}"
-                result = await self.redis.script("sliding_window")(
-                    keys=[key], args=[now_ms, policy.rule.window * 1000, policy.rule.limit, member]
+                result = await self.redis.run(
+                    "sliding_window", [key], [now_ms, policy.rule.window * 1000, policy.rule.limit, member]
                 )
             else:
-                result = await self.redis.script("token_bucket")(
-                    keys=[key], args=[now_ms, policy.rule.rate, policy.rule.burst]
-                )
+                result = await self.redis.run("token_bucket", [key], [now_ms, policy.rule.rate, policy.rule.burst])
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(str(exc) or type(exc).__name__) from exc
         return _decision(policy, *result)

@@ -1,9 +1,14 @@
 """Async Redis clients for code that runs on event loops (requests, consumers, tests with a loop each)."""
 
 import asyncio
+import collections
+import hashlib
 import weakref
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 # A stuck Redis must fail a request quickly rather than hang it.
 DEFAULT_TIMEOUT_SECONDS = 2.0
@@ -59,3 +64,119 @@ class LoopRedis:
 
     def script(self, name: str):
         return self._connection()[1][name]
+
+
+class LoopScripts:
+    """Lua scripts run by EVALSHA on connections of its own, per event loop: the rate limiter's path, one script
+    call per API request.
+
+    `LoopRedis.script()` goes through redis-py's client for every call: the pool's condition and its liveness
+    probe of the socket, the retry wrapper, the command's option parsing: several times the cost of the round
+    trip itself. Here a call takes an idle connection (redis-py's own `Connection`, same URL, same timeouts,
+    hiredis parsing when installed), writes EVALSHA, reads the reply and gives the connection back; a script Redis
+    does not know yet (a restart, `SCRIPT FLUSH`) is loaded and the call made again, as `register_script` does.
+    A connection whose state is uncertain (an error on the socket, a cancelled call) is closed, never reused; a
+    call on a connection found closed by the server is made once more on a new one (what redis-py's health check
+    was for). Errors are redis-py's (`RedisError`, `OSError`), so callers handle them as before.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        scripts: dict[str, str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.url = url
+        self.sources = {name: source.encode() for name, source in scripts.items()}
+        self.shas = {name: hashlib.sha1(source).hexdigest() for name, source in self.sources.items()}
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _pool(self) -> "_ScriptPool":
+        loop = asyncio.get_running_loop()
+        pool = self._per_loop.get(loop)
+        if pool is None:
+            options = parse_url(self.url)
+            connection_class = options.pop("connection_class", Connection)
+            options.update(socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+            pool = self._per_loop[loop] = _ScriptPool(
+                lambda: connection_class(**options), self.max_connections, self.timeout
+            )
+        return pool
+
+    async def run(self, name: str, keys: list, args: list):
+        pool = self._pool()
+        connection = await pool.acquire()
+        reusable = False
+        try:
+            # A connection that was open before this call may have been closed by the server in the meantime: a
+            # failure to reach it is retried once on a fresh socket (which then fails for real if Redis is down).
+            if connection.is_connected:
+                try:
+                    result = await self._call(connection, name, keys, args)
+                except RedisConnectionError:
+                    await connection.disconnect(nowait=True)
+                    result = await self._call(connection, name, keys, args)
+            else:
+                result = await self._call(connection, name, keys, args)
+            reusable = True
+            return result
+        finally:
+            if not reusable:
+                # Mid-command (an error, a timeout, a cancelled request): a reply may still be on its way.
+                await connection.disconnect(nowait=True)
+            pool.release(connection)
+
+    async def _call(self, connection, name: str, keys: list, args: list):
+        command = ("EVALSHA", self.shas[name], len(keys), *keys, *args)
+        await connection.send_packed_command(connection.pack_command(*command), check_health=False)
+        try:
+            return await connection.read_response()
+        except NoScriptError:
+            await connection.send_packed_command(
+                connection.pack_command("SCRIPT", "LOAD", self.sources[name]), check_health=False
+            )
+            await connection.read_response()
+            await connection.send_packed_command(connection.pack_command(*command), check_health=False)
+            return await connection.read_response()
+
+
+class _ScriptPool:
+    """Idle connections of one loop, at most `limit` open; past that a call waits up to `timeout` for one."""
+
+    def __init__(self, make, limit: int, timeout: float) -> None:
+        self.make = make
+        self.limit = limit
+        self.timeout = timeout
+        self.idle: list = []
+        self.created = 0
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    async def acquire(self):
+        if self.idle:
+            return self.idle.pop()
+        if self.created < self.limit:
+            self.created += 1
+            return self.make()
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, self.timeout)
+        except TimeoutError:
+            raise RedisConnectionError("no free Redis connection") from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a connection just as this call was cancelled: pass it on.
+                self.release(waiter.result())
+            raise
+
+    def release(self, connection) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self.idle.append(connection)

@@ -16,7 +16,7 @@ from accounts.auth import jwt_auth, optional_jwt_auth
 from core.errors import Conflict, NotFound
 from core.pagination import Page, PageParams
 from core.params import ObjectId
-from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
+from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut, Shaped
 from posts import exports, selectors, services, webhooks
 from posts.models import Job, PostStatus
 from posts.schemas import (
@@ -59,6 +59,35 @@ def _not_modified(request, response: HttpResponse, snapshot: dict, representatio
     return etag in {tag.strip().removeprefix("W/") for tag in presented.split(",")}
 
 
+def post_body_v1(snapshot: dict) -> Shaped:
+    """PostOut's body of a snapshot, without a pydantic pass (core.schemas.Shaped)."""
+    author = snapshot["author"]
+    return Shaped(
+        id=snapshot["id"],
+        title=snapshot["title"],
+        body=snapshot["body"],
+        status=snapshot["status"],
+        author={"id": author["id"], "username": author["username"]},
+        created_at=snapshot["created_at"],
+        updated_at=snapshot["updated_at"],
+    )
+
+
+def post_body_v2(snapshot: dict) -> Shaped:
+    """PostOutV2's body of a snapshot, without a pydantic pass (core.schemas.Shaped)."""
+    author = snapshot["author"]
+    return Shaped(
+        id=snapshot["id"],
+        title=snapshot["title"],
+        body=snapshot["body"],
+        status=snapshot["status"],
+        author={"id": author["id"], "username": author["username"], "display_name": author["display_name"]},
+        created_at=snapshot["created_at"],
+        updated_at=snapshot["updated_at"],
+        excerpt=snapshot["excerpt"],
+    )
+
+
 # --- v1 --------------------------------------------------------------------------------------------------
 
 
@@ -98,7 +127,7 @@ async def get_post(request, post_id: ObjectId, response: HttpResponse):
     post = await selectors.post_get_visible(viewer=request.auth, post_id=post_id)
     if _not_modified(request, response, post, "v1"):
         return Status(304, None)
-    return post
+    return post_body_v1(post)
 
 
 @posts_router.patch(
@@ -163,7 +192,7 @@ async def get_post_v2(request, post_id: ObjectId, response: HttpResponse):
     post = await selectors.post_get_visible(viewer=request.auth, post_id=post_id)
     if _not_modified(request, response, post, "v2"):
         return Status(304, None)
-    return post
+    return post_body_v2(post)
 
 
 # --- jobs (v1) -------------------------------------------------------------------------------------------
