@@ -74,18 +74,11 @@ def post_body_v1(snapshot: dict) -> Shaped:
 
 
 def post_body_v2(snapshot: dict) -> Shaped:
-    """PostOutV2's body of a snapshot, without a pydantic pass (core.schemas.Shaped)."""
-    author = snapshot["author"]
-    return Shaped(
-        id=snapshot["id"],
-        title=snapshot["title"],
-        body=snapshot["body"],
-        status=snapshot["status"],
-        author={"id": author["id"], "username": author["username"], "display_name": author["display_name"]},
-        created_at=snapshot["created_at"],
-        updated_at=snapshot["updated_at"],
-        excerpt=snapshot["excerpt"],
-    )
+    """PostOutV2's body of a snapshot: PostOut's, with the author's display name and the excerpt after the rest."""
+    body = post_body_v1(snapshot)
+    body["author"]["display_name"] = snapshot["author"]["display_name"]
+    body["excerpt"] = snapshot["excerpt"]
+    return body
 
 
 # --- v1 --------------------------------------------------------------------------------------------------
