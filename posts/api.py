@@ -213,6 +213,8 @@ async def create_export(
     job, _ = await sync_to_async(exports.export_request)(
         owner=request.auth, fmt=payload.format, scope=payload.scope, idempotency_key=(idempotency_key or "").strip()
     )
+    # As it stands now: a replayed key's job may have moved on, and an eager (embedded) run has already ended.
+    await job.arefresh_from_db()
     response["Location"] = f"{request.path.rsplit('/exports', 1)[0]}/jobs/{job.pk}"
     return Status(202, selectors.job_payload(job))
 

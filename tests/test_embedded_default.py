@@ -32,7 +32,7 @@ def test_server_starts_and_serves_with_no_configuration(tmp_path):
         status, job = http_json(
             f"{server.base_url}/api/v1/exports", method="POST", body={"format": "jsonl"}, headers=bearer
         )
-        assert (status, job["status"], job["progress"]) == (202, "queued", 0)
+        assert (status, job["status"], job["progress"]) == (202, "succeeded", 100)
         status, job = http_json(f"{server.base_url}/api/v1/jobs/{job['id']}", headers=bearer)
         assert (status, job["status"]) == (200, "succeeded")
         logout = {"refresh_token": pair["refresh_token"]}

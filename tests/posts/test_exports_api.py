@@ -74,6 +74,10 @@ def test_the_same_idempotency_key_returns_the_same_job(client, make_user, bearer
     assert again.json()["id"] == first.json()["id"]
     assert again["Location"] == first["Location"]
     assert Job.objects.filter(owner=user).count() == 1
+    # A replay answers with the job as it stands now.
+    Job.objects.filter(pk=first.json()["id"]).update(status=Job.Status.RUNNING, progress=30)
+    replayed = start_export(client, bearer(user), key="export-1").json()
+    assert (replayed["status"], replayed["progress"]) == ("running", 30)
     # Another key, or another user with the same key, is another job.
     assert start_export(client, bearer(user), key="export-2").json()["id"] != first.json()["id"]
     assert start_export(client, bearer(make_user()), key="export-1").json()["id"] != first.json()["id"]
