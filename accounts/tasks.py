@@ -14,12 +14,12 @@ logger = logging.getLogger(__name__)
 _SENT_MARKER_SECONDS = 7 * 24 * 3600
 
 
-@shared_task(bind=True, acks_late=True, max_retries=5, retry_backoff=True, retry_jitter=True)
+@shared_task(bind=True, max_retries=5, retry_backoff=True, retry_jitter=True)
 def send_welcome_email(self, user_id: int) -> None:
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None:
         return
-    # Idempotent: a redelivered task (acks_late) does not mail the user twice.
+    # Idempotent: a redelivered task (acks late, config/settings.py) does not mail the user twice.
     marker = f"welcome-email-sent:{user_id}"
     if not cache.add(marker, "1", timeout=_SENT_MARKER_SECONDS):
         return

@@ -1,5 +1,6 @@
 """orjson for request parsing and response rendering: several times faster than the stdlib json module."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -13,6 +14,11 @@ _fallback_encoder = NinjaJSONEncoder()
 def _default(value: Any) -> Any:
     # orjson covers datetimes, UUIDs and dataclasses itself; Decimal, pydantic and the rest go through ninja.
     return _fallback_encoder.default(value)
+
+
+def iso_utc(value: datetime) -> str:
+    """A timestamp as the contract writes it (ISO 8601, UTC, trailing "Z"), for payloads built before rendering."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def dumps(data: Any) -> bytes:

@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TextIO
 
@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import Conflict, PermissionDenied, RateLimited
+from core.renderers import iso_utc
 from core.tracing import span
 from posts.models import Job, Post
 from posts.selectors import job_payload
@@ -56,13 +57,9 @@ def export_rows(*, scope: str, owner_id: int | None = None) -> QuerySet:
     return posts.values_list(*_QUERY_COLUMNS)
 
 
-def _timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _csv_cell(value) -> object:
     if isinstance(value, datetime):
-        return _timestamp(value)
+        return iso_utc(value)
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value

@@ -17,6 +17,7 @@ from core import adb
 from core.errors import InvalidInput, NotFound
 from core.pagination import PageParams, paginate, pagination_meta
 from core.params import MAX_OBJECT_ID
+from core.renderers import iso_utc
 from posts import cache as posts_cache
 from posts.models import Job, Post, PostStatus, WebhookDelivery, WebhookEndpoint
 
@@ -260,10 +261,6 @@ async def post_cursor_page(
 # --- jobs ------------------------------------------------------------------------------------------------
 
 
-def _timestamp(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 def job_payload(job: Job) -> dict:
     """A job as its owner sees it, JSON-ready: the API renders it and the notification socket sends it as is."""
     return {
@@ -271,8 +268,8 @@ def job_payload(job: Job) -> dict:
         "kind": job.kind,
         "status": job.status,
         "progress": job.progress,
-        "created_at": _timestamp(job.created_at),
-        "finished_at": _timestamp(job.finished_at),
+        "created_at": iso_utc(job.created_at),
+        "finished_at": iso_utc(job.finished_at) if job.finished_at else None,
         "error": job.error or None,
         "download_url": f"/api/v1/jobs/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None,
     }

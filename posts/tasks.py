@@ -61,7 +61,7 @@ def requeue_stalled_jobs() -> int:
 # --- webhooks (posts/webhooks.py) ------------------------------------------------------------------------
 
 
-@shared_task(bind=True, acks_late=True, max_retries=5)
+@shared_task(bind=True, max_retries=5)
 def dispatch_webhook_event(self, event_id: str, event: str, post_id: int, occurred_at: str) -> int:
     """One event to every subscribed endpoint: a delivery row each (made once per event id), a task each."""
     try:
@@ -81,7 +81,6 @@ _DELIVERY_TIME_LIMIT = settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS + settings.WEBHO
 
 @shared_task(
     bind=True,
-    acks_late=True,
     max_retries=5,
     soft_time_limit=_DELIVERY_TIME_LIMIT,
     time_limit=_DELIVERY_TIME_LIMIT + 10,

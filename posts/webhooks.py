@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import orjson
@@ -42,6 +42,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import Conflict, InvalidInput, NotFound
+from core.renderers import iso_utc
 from posts.models import (
     MAX_WEBHOOK_ERROR_LENGTH,
     Post,
@@ -74,10 +75,6 @@ _DISPATCH_CHUNK = 500
 
 def _now() -> float:
     return time.time()
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _truncated(message: str) -> str:
@@ -279,7 +276,7 @@ def posts_published(post_ids: list[int]) -> None:
     task per post. Never raises: the posts are published whatever happens to their webhooks."""
     from posts.tasks import dispatch_webhook_event
 
-    occurred_at = _iso(timezone.now())
+    occurred_at = iso_utc(timezone.now())
     for post_id in post_ids:
         try:
             dispatch_webhook_event.delay(
@@ -297,8 +294,8 @@ def _post_data(post: Post) -> dict:
         "body": post.body,
         "status": str(post.status),
         "author": {"id": post.author_id, "username": post.author.username},
-        "created_at": _iso(post.created_at),
-        "updated_at": _iso(post.updated_at),
+        "created_at": iso_utc(post.created_at),
+        "updated_at": iso_utc(post.updated_at),
     }
 
 
@@ -776,7 +773,9 @@ def _defer(delivery: WebhookDelivery, lease_until: datetime, target: Target, ret
         delivery.pk,
         lease_until,
         next_attempt_at=when,
-        last_error=f"Not attempted: {target.breaker_key} keeps failing (circuit breaker open); next try {_iso(when)}.",
+        last_error=(
+            f"Not attempted: {target.breaker_key} keeps failing (circuit breaker open); next try {iso_utc(when)}."
+        ),
     )
     return delay
 

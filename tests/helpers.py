@@ -129,9 +129,16 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 class WorkerProcess:
-    """A real Celery worker (solo pool) consuming the broker its environment names, ready once it says so."""
+    """A real Celery worker consuming the broker its environment names, ready once it says so. The solo pool by
+    default (tasks run in the worker process itself); `pool_options` choose another, e.g. production's prefork."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 60) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        timeout: float = 60,
+        pool_options: tuple[str, ...] = ("--pool=solo",),
+    ) -> None:
         # A node name of its own, so the readiness line found in the log can only be this worker's.
         self.name = f"test-worker-{os.getpid()}-{os.urandom(4).hex()}"
         self.log_path = log_path
@@ -142,7 +149,7 @@ class WorkerProcess:
                     "-A",
                     "config",
                     "worker",
-                    "--pool=solo",
+                    *pool_options,
                     "--loglevel=INFO",
                     f"--hostname={self.name}@%h",
                     # A lone test worker has no neighbours to synchronise with; mingling only delays readiness.

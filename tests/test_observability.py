@@ -24,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from chat.models import Room
 from tests.conftest import DEFAULT_PASSWORD, child_process_env
 from tests.helpers import (
-    BIN,
     PROJECT_ROOT,
     PYTHON,
     ServerProcess,
@@ -533,32 +532,8 @@ async def test_a_restart_starts_from_zero_and_a_killed_process_connections_stop_
     assert _sample(samples, "chat_messages_sent_total") == 1
 
 
-class PreforkWorkerProcess(WorkerProcess):
-    """A real Celery worker with the production pool: tasks run, and are counted, in forked child processes."""
-
-    def __init__(self, env: dict[str, str], log_path, timeout: float = 60) -> None:
-        self.name = f"test-prefork-{os.getpid()}-{os.urandom(4).hex()}"
-        self.log_path = log_path
-        with log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(BIN / "celery"),
-                    "-A",
-                    "config",
-                    "worker",
-                    "--pool=prefork",
-                    "--concurrency=2",
-                    "--loglevel=INFO",
-                    f"--hostname={self.name}@%h",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_until_ready(timeout)
+# Production's pool: tasks run, and are counted, in forked child processes.
+PREFORK = ("--pool=prefork", "--concurrency=2")
 
 
 def test_the_worker_serves_task_outcomes_and_durations_of_its_pool_processes(
@@ -568,7 +543,7 @@ def test_the_worker_serves_task_outcomes_and_durations_of_its_pool_processes(
 
     port = free_port()
     env = child_process_env(WORKER_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    worker = PreforkWorkerProcess(env, tmp_path / "worker.log")
+    worker = WorkerProcess(env, tmp_path / "worker.log", pool_options=PREFORK)
     try:
         user = make_user("welcomed")
         send_welcome_email.delay(user.pk)
@@ -588,7 +563,7 @@ def test_the_worker_serves_task_outcomes_and_durations_of_its_pool_processes(
 
 def test_a_prefork_worker_serving_metrics_without_the_directory_says_so(transactional_db, tmp_path):
     env = child_process_env(WORKER_METRICS_PORT=str(free_port()))
-    worker = PreforkWorkerProcess(env, tmp_path / "worker.log")
+    worker = WorkerProcess(env, tmp_path / "worker.log", pool_options=PREFORK)
     try:
         errors = [
             entry
