@@ -172,11 +172,11 @@ class ASGIHandler(DjangoASGIHandler):
             base.import_string = original
 
     async def handle(self, scope, receive, send):
-        """Django's `handle`, less two thread hops for API requests that ran nothing in their thread (reads go through
-        core/adb.py and core/cache.py on the loop): the `request_started` signal and the response's `close()` (which
-        sends `request_finished`) run inline when every receiver is one of Django's own with nothing to do but
-        bookkeeping. A request that did use its thread (a write: Django's connection lives there) is closed there,
-        as Django does."""
+        """Django's `handle`, less what API requests that ran nothing in their thread (reads go through core/adb.py
+        and core/cache.py on the loop) do not need, when every receiver of the request signals is one of Django's
+        own: the `request_started` signal is not sent and the response is closed inline without `request_finished`
+        (two thread hops in Django, and then receivers that find nothing to do: see _KNOWN_RECEIVERS). A request
+        that did use its thread (a write: Django's connection lives there) is closed there, as Django does."""
         path = scope["path"].removeprefix(scope.get("root_path", ""))
         if not path.startswith(API_PREFIX) or not _only_known_receivers():
             return await super().handle(scope, receive, send)
@@ -185,8 +185,10 @@ class ASGIHandler(DjangoASGIHandler):
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
-        # reset_queries and close_old_connections: a new request's context holds no connection yet.
-        signals.request_started.send(sender=self.__class__, scope=scope)
+        # No request_started: its receivers (reset_queries, close_old_connections) act on the database connections
+        # of the thread they run in. The request's thread comes from the idle pool, and a request that opened a
+        # connection there closed it at its end (request_finished, below): there is nothing to close. Query logs
+        # are kept with DEBUG only, capped by Django.
         request, error_response = self.create_request(scope, body_file)
         if request is None:
             body_file.close()
@@ -228,9 +230,7 @@ class ASGIHandler(DjangoASGIHandler):
                 # The request ran code in its thread (Django's connection lives there): closed there, as Django does.
                 await sync_to_async(response.close)()
             else:
-                # Closers of an in-memory response, then request_finished: close_old_connections (nothing was
-                # opened), close_caches (django-redis keeps its pool), reset_urlconf.
-                response.close()
+                _close_without_request_finished(response)
         body_file.close()
 
     async def __call__(self, scope, receive, send):
@@ -263,7 +263,23 @@ _KNOWN_RECEIVERS = {
 }
 
 
+# The answer of _only_known_receivers for the receivers and settings it last saw.
+_known_receivers_answer: tuple[tuple, bool] = ((), False)
+
+
 def _only_known_receivers() -> bool:
+    # Asked on every request: answered again only when a receiver was connected or disconnected (or, in tests,
+    # the settings were overridden).
+    global _known_receivers_answer
+    state = (*(tuple(lookup for lookup, *_ in signal.receivers) for signal in _KNOWN_RECEIVERS), id(settings._wrapped))
+    seen, answer = _known_receivers_answer
+    if seen != state:
+        answer = _check_known_receivers()
+        _known_receivers_answer = (state, answer)
+    return answer
+
+
+def _check_known_receivers() -> bool:
     if settings.CACHES and any(cache.get("OPTIONS", {}).get("CLOSE_CONNECTION") for cache in settings.CACHES.values()):
         return False
     if getattr(settings, "DJANGO_REDIS_CLOSE_CONNECTION", False):
@@ -273,6 +289,18 @@ def _only_known_receivers() -> bool:
         if async_receivers or not set(sync_receivers) <= known:
             return False
     return True
+
+
+def _close_without_request_finished(response) -> None:
+    """`HttpResponseBase.close()` less its `request_finished`, whose known receivers have nothing to do for a request
+    that never used its thread: close_old_connections (this thread has no connection), close_caches (django-redis
+    keeps its pool: CLOSE_CONNECTION is off, or this path is not taken), reset_urlconf (the URLconf was set in this
+    request's own context, which ends with it)."""
+    for closer in response._resource_closers:
+        with contextlib.suppress(Exception):
+            closer()
+    response._resource_closers.clear()
+    response.closed = True
 
 
 class _RequestThread(ThreadPoolExecutor):

@@ -23,6 +23,8 @@ _API_PREFIX = "/api/"
 # carry no URL built from the Host, so serving them under any Host poisons nothing.
 _ANY_HOST_PATHS = frozenset({"/health", "/ready", "/metrics"})
 security_logger = logging.getLogger("django.security.DisallowedHost")
+# Responses that carry no body, and must not say how long one would be (RFC 9110 8.6).
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class ContractMiddleware:
@@ -33,6 +35,7 @@ class ContractMiddleware:
       only when something asks for the host, which most API views never do.
     - A declared body over MAX_REQUEST_BODY_BYTES is refused with `413` before any view reads it.
     - Under /api/, a non-JSON error (an unknown path's `404`, a `405` from the router) becomes the contract's body.
+    - Every response with a body in memory says its `Content-Length` (as Django's CommonMiddleware would).
 
     Observability rides along in the same hop: the request's metrics (core/metrics.py), its span named by route,
     and one access log line (method, path without the query string, status, duration).
@@ -55,6 +58,9 @@ class ContractMiddleware:
         try:
             response = await self._respond(request)
             response["X-Request-ID"] = request_id
+            if not response.streaming and response.status_code not in _NO_BODY_STATUSES:
+                # Sized, so the server sends the body as it is instead of in chunked encoding.
+                response["Content-Length"] = str(len(response.content))
             self._observe(request, response, time.perf_counter() - started)
         finally:
             user_id_var.reset(user_token)

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # A stuck Redis must fail a request quickly rather than hang it.
 DEFAULT_TIMEOUT_SECONDS = 2.0
@@ -132,16 +133,30 @@ class LoopScripts:
 
     async def _call(self, connection, name: str, keys: list, args: list):
         command = ("EVALSHA", self.shas[name], len(keys), *keys, *args)
-        await connection.send_packed_command(connection.pack_command(*command), check_health=False)
+        await self._send(connection, command)
         try:
             return await connection.read_response()
         except NoScriptError:
-            await connection.send_packed_command(
-                connection.pack_command("SCRIPT", "LOAD", self.sources[name]), check_health=False
-            )
+            await self._send(connection, ("SCRIPT", "LOAD", self.sources[name]))
             await connection.read_response()
-            await connection.send_packed_command(connection.pack_command(*command), check_health=False)
+            await self._send(connection, command)
             return await connection.read_response()
+
+    async def _send(self, connection, command: tuple) -> None:
+        """`send_packed_command` without its `wait_for` (a task per command): the bytes go to the socket's buffer,
+        and only when the socket cannot take them yet is there anything to wait for, within the timeout."""
+        if not connection.is_connected:
+            await connection.connect_check_health(check_health=False)
+        writer = connection._writer
+        try:
+            writer.writelines(connection.pack_command(*command))
+            if writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(self.timeout):
+                    await writer.drain()
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
 
 
 class _ScriptPool:

@@ -8,7 +8,11 @@ import uuid
 
 import pytest
 import requests
+from asgiref.testing import ApplicationCommunicator
+from django.core import signals
 
+from core import fastpath
+from core.fastpath import ASGIHandler
 from posts.models import Post, PostStatus
 from tests.conftest import DEFAULT_PASSWORD, child_process_env
 from tests.helpers import ServerProcess
@@ -111,3 +115,50 @@ def make_post(db):
         return Post.objects.create(author=author, **fields)
 
     return make
+
+
+# --- the request signals ---------------------------------------------------------------------------------
+
+
+async def call_handler(path: str) -> int:
+    """One request through the server's ASGI handler, in process; the response's status."""
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"x-forwarded-proto", b"https")],
+        "server": ("testserver", 443),
+    }
+    communicator = ApplicationCommunicator(ASGIHandler(), scope)
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(5)
+    await communicator.receive_output(5)
+    await communicator.wait(5)
+    return start["status"]
+
+
+async def test_a_receiver_of_the_request_signals_beyond_django_s_own_is_still_called():
+    assert fastpath._only_known_receivers()
+    calls = []
+
+    def started(**kwargs):
+        calls.append("started")
+
+    def finished(**kwargs):
+        calls.append("finished")
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        # The answer is remembered, and asked again as soon as the receivers change.
+        assert not fastpath._only_known_receivers()
+        assert await call_handler("/api/v1/no-such-operation") == 404
+        assert calls == ["started", "finished"]
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert fastpath._only_known_receivers()
+    calls.clear()
+    assert await call_handler("/api/v1/no-such-operation") == 404
+    assert calls == []

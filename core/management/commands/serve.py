@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from uvicorn.supervisors import Multiprocess
 
+from core.http_protocol import CoalescingHttpToolsProtocol
 from core.lifecycle import begin_draining, is_draining
 from core.metrics_dir import clear_stale_files
 
@@ -56,7 +57,8 @@ class Command(BaseCommand):
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            # httptools, with each response's headers and body written to the socket at once (core/http_protocol.py).
+            http=CoalescingHttpToolsProtocol,
             ws="websockets-sansio",
             # Frames over the limit close the socket with 1009.
             ws_max_size=settings.WEBSOCKET_MAX_MESSAGE_BYTES,
