@@ -24,7 +24,9 @@ import math
 import re
 import time
 import weakref
+from datetime import UTC
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
@@ -32,6 +34,8 @@ from django.test.utils import _TestState
 from django_prometheus.db.metrics import errors_total, execute_total, query_duration_seconds
 from opentelemetry.trace import SpanKind
 from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg.adapt import AdaptersMap
+from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
 from core.tracing import tracer, tracing_enabled
@@ -39,6 +43,8 @@ from core.tracing import tracer, tracing_enabled
 ALIAS = "default"
 # A connection whose last query completed less than this long ago is handed out without the health check's probe.
 CHECK_AFTER_IDLE_SECONDS = 0.5
+
+_TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 
 _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool]" = weakref.WeakKeyDictionary()
 # Compiling needs a DatabaseWrapper (its operations and features), never a connection: one, shared, never connected.
@@ -73,6 +79,8 @@ def _pool() -> AsyncConnectionPool:
         async def configure(connection: AsyncConnection) -> None:
             await connection.execute("SELECT set_config('TimeZone', %s, false)", [timezone_name])
 
+        if "context" in params:
+            params["context"] = _adapters(wrapper, params["context"])
         pool = AsyncConnectionPool(
             kwargs={**params, "cursor_factory": AsyncClientCursor, "autocommit": True},
             min_size=options.get("min_size", settings.DB_POOL_MIN),
@@ -85,6 +93,20 @@ def _pool() -> AsyncConnectionPool:
         )
         _pools[loop] = pool
     return pool
+
+
+def _adapters(wrapper, django_adapters: AdaptersMap) -> AdaptersMap:
+    """Django's adapters, with psycopg's own timestamptz loader (in C) where it returns what Django's does.
+
+    Django's loader parses each timestamp in Python (a regular expression, then a time zone replaced): a tenth of a
+    list page's time. psycopg's returns the same aware datetime, in the session's time zone, which the pool sets
+    to Django's (`configure`): for UTC, both give `datetime.UTC` datetimes. Elsewhere Django's loader stays.
+    """
+    if wrapper.timezone is not UTC or wrapper.timezone_name != "UTC":
+        return django_adapters
+    adapters = AdaptersMap(django_adapters)
+    adapters.register_loader("timestamptz", psycopg.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT))
+    return adapters
 
 
 async def _execute(sql: str, params) -> list[tuple]:

@@ -33,12 +33,14 @@ NOT_FOUND = {404: ErrorOut}
 
 class Shaped(dict):
     """A 200 body already in its operation's response schema's shape, rendered without ninja's second pydantic pass
-    (validating a dict into the schema's model and dumping it back: a tenth of a single-row read's time).
+    (validating a dict into the schema's model and dumping it back: a tenth of a single-row read's time, a fifth of
+    a list page's).
 
-    For the hot single-row reads, whose bodies are built field by field from rows the database and the ORM's
-    converters typed (ids, strings, aware datetimes): exactly the dict the schema's `model_dump()` would give,
-    which tests/core/test_shaped.py checks against the schemas. The schema still documents the operation; every
-    other result goes through ninja's validation as before. Installed by config/api.py.
+    For the hot reads (a user, a post, the posts' list pages), whose bodies are built field by field from rows the
+    database and the ORM's converters typed (ids, strings, aware datetimes): exactly the dict the schema's
+    `model_dump()` would give, which tests/core/test_shaped.py checks against the schemas. The schema still
+    documents the operation; every other result goes through ninja's validation as before. Installed by
+    config/api.py.
     """
 
 

@@ -81,6 +81,21 @@ def post_body_v2(snapshot: dict) -> Shaped:
     return body
 
 
+def page_body_v1(page: dict) -> Shaped:
+    """Page[PostOut]'s body of a page of snapshots (selectors.post_page)."""
+    return Shaped(items=[post_body_v1(snapshot) for snapshot in page["items"]], pagination=page["pagination"])
+
+
+def author_page_body(page: dict) -> Shaped:
+    """AuthorPostsOut's body: the author's row (UserPublic's fields in its order: accounts.selectors) and a page."""
+    return Shaped(author=page["author"], **page_body_v1(page))
+
+
+def cursor_page_body(page: dict) -> Shaped:
+    """PostCursorPageOut's body of a cursor page of snapshots (selectors.post_cursor_page)."""
+    return Shaped(items=[post_body_v2(snapshot) for snapshot in page["items"]], next_cursor=page["next_cursor"])
+
+
 # --- v1 --------------------------------------------------------------------------------------------------
 
 
@@ -91,9 +106,10 @@ def post_body_v2(snapshot: dict) -> Shaped:
     summary="Posts, newest first; drafts only to their author and staff",
 )
 async def list_posts(request, params: Query[PostListParams]):
-    return await selectors.post_page(
+    page = await selectors.post_page(
         viewer=request.auth, params=params, author_id=params.author, status=params.status, search=params.search
     )
+    return page_body_v1(page)
 
 
 @posts_router.post(
@@ -152,7 +168,7 @@ async def delete_post(request, post_id: ObjectId):
     summary="An active author and a page of their posts",
 )
 async def list_author_posts(request, author_id: ObjectId, params: Query[PageParams]):
-    return await selectors.author_post_page(viewer=request.auth, author_id=author_id, params=params)
+    return author_page_body(await selectors.author_post_page(viewer=request.auth, author_id=author_id, params=params))
 
 
 # --- v2 --------------------------------------------------------------------------------------------------
@@ -165,7 +181,7 @@ async def list_author_posts(request, author_id: ObjectId, params: Query[PagePara
     summary="Posts, newest first, by cursor: follow next_cursor until it is null",
 )
 async def list_posts_v2(request, params: Query[PostCursorParams]):
-    return await selectors.post_cursor_page(
+    page = await selectors.post_cursor_page(
         viewer=request.auth,
         cursor=params.cursor,
         limit=params.limit,
@@ -173,6 +189,7 @@ async def list_posts_v2(request, params: Query[PostCursorParams]):
         status=params.status,
         search=params.search,
     )
+    return cursor_page_body(page)
 
 
 @posts_v2_router.get(
