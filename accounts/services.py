@@ -14,9 +14,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts import cache as accounts_cache
 from accounts import tokens
 from accounts.denylist import deny_access_token
 from accounts.models import RefreshTokenFamily, User
+from accounts.selectors import PUBLIC_USER_FIELDS
 from core.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited, ServiceError, ServiceUnavailable
 from core.metrics import AUTH_FAILURES
 from core.store import StoreUnavailable, get_store
@@ -283,6 +285,7 @@ def user_deactivate(*, user: User, actor: User | None = None) -> None:
         raise Conflict("Staff cannot deactivate their own account.", code="cannot_deactivate_self")
     User.objects.filter(pk=user.pk).update(is_active=False)
     user.is_active = False
+    public_profiles_changed(user_ids=[user.pk])
     user_log_out_everywhere(user=user, reason=RefreshTokenFamily.RevokedReason.DEACTIVATED)
     logger.info("user deactivated", extra={"user_id": user.pk, "actor_id": actor.pk if actor else None})
 
@@ -290,6 +293,19 @@ def user_deactivate(*, user: User, actor: User | None = None) -> None:
 def user_reactivate(*, user: User) -> None:
     User.objects.filter(pk=user.pk).update(is_active=True)
     user.is_active = True
+    public_profiles_changed(user_ids=[user.pk])
+
+
+def public_profiles_changed(*, user_ids: list[int]) -> None:
+    """What these users' public profiles show may have changed (accounts/signals.py, and the bulk updates above):
+    once the transaction commits, their cached copies are replaced with the rows as they are then."""
+
+    def replace() -> None:
+        public = User.objects.filter(pk__in=user_ids, is_active=True).values(*PUBLIC_USER_FIELDS)
+        rows = {row["id"]: row for row in public}
+        accounts_cache.profiles_store({user_id: rows.get(user_id) for user_id in user_ids})
+
+    transaction.on_commit(replace)
 
 
 def welcome_email_send(*, user: User) -> None:

@@ -8,7 +8,7 @@ noisy machine shifts both alike; only ratios from one run mean anything.
 The project runs exactly as in production: `manage.py serve`, DJANGO_DEBUG=false, PostgreSQL through Django's
 psycopg pool, Redis for the cache and the rate limiter, JSON access logs, every middleware. wrk sends
 `X-Forwarded-Proto: https` as the TLS-terminating proxy in front of it would. Twice: as shipped (response cache
-on) and with POSTS_RESPONSE_CACHE=false (every read goes to PostgreSQL, as the peer's do). What is changed for the
+on) and with RESPONSE_CACHE=false (every read goes to PostgreSQL, as the peer's do). What is changed for the
 benchmark, and said in the results: the rate limits are raised (RATE_LIMIT_*) so that wrk's single address is
 measured, not refused; the limiter itself still runs on every request.
 
@@ -210,7 +210,7 @@ def project_env(cache: str, workers: int, multiproc_dir: Path | None) -> dict[st
         "DB_POOL_MIN": str(PROJECT_POOL_MIN),
         "DB_POOL_MAX": str(PROJECT_POOL_MAX),
         "REDIS_URL": REDIS_URL,
-        "POSTS_RESPONSE_CACHE": "true" if cache == "on" else "false",
+        "RESPONSE_CACHE": "true" if cache == "on" else "false",
         "RATE_LIMIT_READ_LIMIT": UNLIMITED,
         "RATE_LIMIT_WRITE_RATE": UNLIMITED,
         "RATE_LIMIT_WRITE_BURST": UNLIMITED,
@@ -555,9 +555,9 @@ def render(args, rows, cells, sampler, waves, elapsed: float) -> str:
         "- **Rate limits raised for the run** (`RATE_LIMIT_READ_LIMIT`, `RATE_LIMIT_WRITE_RATE`/`_BURST`, "
         f"`RATE_LIMIT_AUTH_LIMIT` = {int(UNLIMITED):,}): one wrk address would otherwise be refused after 100 "
         "reads a minute. The limiter still runs its Redis script on every request.",
-        "- Cache off: `POSTS_RESPONSE_CACHE=false`, every post read goes to PostgreSQL. The v1 total of more than "
-        "`POSTS_EXACT_COUNT_LIMIT` posts stays cached for `POSTS_COUNT_CACHE_SECONDS` either way (documented "
-        "behaviour of the total); `/users/{id}` has no response cache, so both project columns do the same work.",
+        "- Cache off: `RESPONSE_CACHE=false`, every post and user read goes to PostgreSQL. The v1 total of more "
+        "than `POSTS_EXACT_COUNT_LIMIT` posts stays cached for `POSTS_COUNT_CACHE_SECONDS` either way (documented "
+        "behaviour of the total).",
         "- req/s: mean of the rounds; p50: mean; p99: worst round; errors: socket errors + non-2xx/3xx, all rounds.",
         "",
         "| endpoint | app | req/s | p50 ms | p99 ms | p99/p50 | errors | project/peer |",

@@ -349,9 +349,11 @@ LOGGING = {
 }
 
 # --- Posts, caching and rate limiting (posts app, core/ratelimit.py, core/cache.py) ----------------------------
-# Post details and the first pages of public lists are cached in Redis and replaced on every write (README, Caching).
-# False: every read goes to the database (writes still replace what other processes may have cached).
-POSTS_RESPONSE_CACHE = env_bool("POSTS_RESPONSE_CACHE", True)
+# Post details, the first pages of public lists and users' public profiles are cached in Redis and replaced on every
+# write (README, Caching). False: every read goes to the database (writes still replace what other processes may
+# have cached).
+RESPONSE_CACHE = env_bool("RESPONSE_CACHE", True)
+USERS_PROFILE_CACHE_SECONDS = env_int("USERS_PROFILE_CACHE_SECONDS", 300, minimum=1)
 POSTS_DETAIL_CACHE_SECONDS = env_int("POSTS_DETAIL_CACHE_SECONDS", 300, minimum=1)
 POSTS_LIST_CACHE_SECONDS = env_int("POSTS_LIST_CACHE_SECONDS", 60, minimum=1)
 POSTS_LIST_CACHE_PAGES = env_int("POSTS_LIST_CACHE_PAGES", 3, minimum=0)

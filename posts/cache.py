@@ -36,14 +36,14 @@ def _digest(parts: tuple) -> str:
 
 
 async def detail_get(post_id: int):
-    """The cached snapshot, DELETED, or None on a miss (always, with POSTS_RESPONSE_CACHE off)."""
-    if not settings.POSTS_RESPONSE_CACHE:
+    """The cached snapshot, DELETED, or None on a miss (always, with RESPONSE_CACHE off)."""
+    if not settings.RESPONSE_CACHE:
         return None
     return await cache.get(_detail_key(post_id))
 
 
 async def detail_fill(snapshot: dict) -> None:
-    if not settings.POSTS_RESPONSE_CACHE:
+    if not settings.RESPONSE_CACHE:
         return
     await cache.add(_detail_key(snapshot["id"]), snapshot, settings.POSTS_DETAIL_CACHE_SECONDS)
 
@@ -66,8 +66,8 @@ def lists_changed() -> None:
 
 async def list_key(kind: str, *params) -> str | None:
     """The key of one public list page under the current generation; None when the cache is unavailable (or
-    turned off: POSTS_RESPONSE_CACHE)."""
-    if not settings.POSTS_RESPONSE_CACHE:
+    turned off: RESPONSE_CACHE)."""
+    if not settings.RESPONSE_CACHE:
         return None
     generation = await cache.get(_LIST_GENERATION_KEY)
     if generation is None:

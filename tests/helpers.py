@@ -32,6 +32,8 @@ def clean_env(**overrides: str) -> dict[str, str]:
         "LOGIN_",
         "RATE_LIMIT_",
         "POSTS_",
+        "USERS_",
+        "RESPONSE_CACHE",
         "CHAT_",
         "CHANNEL_LAYER",
         "SHUTDOWN_",

@@ -1,4 +1,4 @@
-"""POSTS_RESPONSE_CACHE: the response cache of post reads can be turned off (the benchmark's "cache off" column)."""
+"""RESPONSE_CACHE: the response cache of post reads can be turned off (the benchmark's "cache off" column)."""
 
 import pytest
 from redis import Redis
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_the_response_cache_can_be_turned_off(client, make_user, make_post, settings, enabled):
-    settings.POSTS_RESPONSE_CACHE = enabled
+    settings.RESPONSE_CACHE = enabled
     post = make_post(make_user(), status=PostStatus.PUBLISHED)
     redis = Redis.from_url(settings.CACHES["default"]["LOCATION"])
     redis.flushdb()
