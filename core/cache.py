@@ -1,9 +1,9 @@
 """Best-effort use of the Django cache (django-redis): a cache that does not answer is a miss, not an error.
 
 The database stays the source of truth, so a Redis outage makes reads slower, never failing. Failures are logged
-and counted (`cache_errors_total`). With django-redis, reads and fills run on the event loop through `redis.asyncio`
-(`_NativeRedis`); other backends go through Django's async cache API (the blocking client on an executor thread).
-Either way the event loop never waits on a socket.
+and counted (`cache_errors_total`). With django-redis, reads and fills run on the event loop through redis-py's
+asyncio connections (`_NativeRedis`, on core.redis.LoopCommands); other backends go through Django's async cache API
+(the blocking client on an executor thread). Either way the event loop never waits on a socket.
 """
 
 import logging
@@ -20,7 +20,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from core.redis import LoopRedis
+from core.redis import LoopCommands
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +71,22 @@ class _NativeRedis:
 
     Django's async cache API runs django-redis' blocking client in a worker thread (`sync_to_async`): a thread hop
     per cache call, which made a cached post slower to serve than one read from PostgreSQL (README, Performance).
-    This speaks to the same Redis with `redis.asyncio`, using django-redis' own key function and value encoding, so
-    the entries are the very ones the synchronous writers (`set_many_now`, ...) replace; hits and misses are counted
-    in django-prometheus' cache series like the backend's own reads.
+    This speaks to the same Redis on the loop (core.redis.LoopCommands), using django-redis' own key function and
+    value encoding, so the entries are the very ones the synchronous writers (`set_many_now`, ...) replace; hits and
+    misses are counted in django-prometheus' cache series like the backend's own reads.
     """
 
     def __init__(self, backend: RedisCache, location: str, timeout: float) -> None:
         self.codec = backend.client
-        self.redis = LoopRedis(location, timeout=timeout)
+        # The lean per-loop connections (core.redis.LoopCommands): a cached read is one GET on every request.
+        self.redis = LoopCommands(location, timeout=timeout)
         # Counted only where the configured backend counts its own reads (django-prometheus' subclass).
         self.counted = type(backend).__module__.startswith("django_prometheus")
 
     async def get(self, key: str):
         self._count(get_total)
         try:
-            value = await self.redis.client().get(self.codec.make_key(key))
+            value = await self.redis.execute("GET", self.codec.make_key(key))
         except _UNAVAILABLE:
             self._count(get_failures)
             raise
@@ -97,8 +98,12 @@ class _NativeRedis:
             counter.labels(backend="redis").inc()
 
     async def set(self, key: str, value, ttl: int | None, *, only_new: bool = False) -> None:
-        milliseconds = None if ttl is None else int(ttl * 1000)
-        await self.redis.client().set(self.codec.make_key(key), self.codec.encode(value), px=milliseconds, nx=only_new)
+        command = ["SET", self.codec.make_key(key), self.codec.encode(value)]
+        if ttl is not None:
+            command += ["PX", int(ttl * 1000)]
+        if only_new:
+            command.append("NX")
+        await self.redis.execute(*command)
 
 
 # (the CACHES entry it was made for, the client): made again when the settings change (tests override them).
