@@ -45,6 +45,9 @@ ALIAS = "default"
 CHECK_AFTER_IDLE_SECONDS = 0.5
 
 _TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
+# django-prometheus' series of this alias, labelled once (`labels()` looks them up under a lock every time).
+_EXECUTED = execute_total.labels(ALIAS, "postgresql")
+_DURATION = query_duration_seconds.labels(ALIAS, "postgresql")
 
 _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool]" = weakref.WeakKeyDictionary()
 # Per pool: the reads allowed into it at once (_fetch).
@@ -115,7 +118,7 @@ async def _execute(sql: str, params) -> list[tuple]:
     pool = _pool()
     if pool.closed:
         await pool.open()
-    execute_total.labels(ALIAS, "postgresql").inc()
+    _EXECUTED.inc()
     started = time.perf_counter()
     try:
         if tracing_enabled():
@@ -127,7 +130,7 @@ async def _execute(sql: str, params) -> list[tuple]:
         errors_total.labels(ALIAS, "postgresql", type(exc).__name__).inc()
         raise
     finally:
-        query_duration_seconds.labels(ALIAS, "postgresql").observe(time.perf_counter() - started)
+        _DURATION.observe(time.perf_counter() - started)
 
 
 async def _check_unless_just_used(connection: AsyncConnection) -> None:

@@ -68,6 +68,11 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 _UNRESOLVED_VIEW = "<unnamed view>"
 
 
+# The labelled series one kind of request counts in, by (view, method, transport, status): `labels()` validates
+# and looks up its values under a lock every time, six times per request otherwise. As bounded as the labels are.
+_request_series: dict[tuple, tuple] = {}
+
+
 def observe_request(request, response, duration_seconds: float) -> None:
     """Record one HTTP request in django-prometheus' series (same names, same labels), from our async middleware
     instead of its sync one, which would cost every request two thread hops."""
@@ -75,13 +80,22 @@ def observe_request(request, response, duration_seconds: float) -> None:
     match = getattr(request, "resolver_match", None)
     view = match.view_name if match is not None and match.view_name else _UNRESOLVED_VIEW
     transport = "https" if request.is_secure() else "http"
-    status = str(response.status_code)
-    _http.requests_by_method.labels(method).inc()
-    _http.requests_by_transport.labels(transport).inc()
-    _http.requests_by_view_transport_method.labels(view, transport, method).inc()
-    _http.responses_by_status.labels(status).inc()
-    _http.responses_by_status_view_method.labels(status, view, method).inc()
-    _http.requests_latency_by_view_method.labels(view, method).observe(duration_seconds)
+    key = (view, method, transport, response.status_code)
+    series = _request_series.get(key)
+    if series is None:
+        status = str(response.status_code)
+        series = _request_series[key] = (
+            _http.requests_by_method.labels(method),
+            _http.requests_by_transport.labels(transport),
+            _http.requests_by_view_transport_method.labels(view, transport, method),
+            _http.responses_by_status.labels(status),
+            _http.responses_by_status_view_method.labels(status, view, method),
+            _http.requests_latency_by_view_method.labels(view, method),
+        )
+    *counters, latency = series
+    for counter in counters:
+        counter.inc()
+    latency.observe(duration_seconds)
 
 
 def _observe_query(execute, sql, params, many, context):

@@ -275,6 +275,8 @@ def test_token_refresh_has_a_span_with_the_outcome_and_never_a_token(
     assert http_json(url, method="POST", body={"refresh_token": refresh_token})[0] == 401
 
     spans = otlp_receiver.wait_for(lambda s: s["name"] == "token.refresh", "token.refresh", count=2)
+    # The request spans end after their children, and may reach the receiver in a later batch.
+    otlp_receiver.wait_for(lambda s: s["name"] == "POST /api/v1/auth/refresh", "the request spans", count=2)
     outcomes = sorted(span["attributes"]["token.outcome"] for span in spans)
     assert outcomes == ["reuse", "rotated"]
     assert all(span["attributes"]["enduser.id"] == str(user.pk) for span in spans)
