@@ -87,6 +87,9 @@ DATABASE_URL = env_str("DATABASE_URL")
 DB_POOL_MIN = env_int("DB_POOL_MIN", 2, minimum=0)
 DB_POOL_MAX = env_int("DB_POOL_MAX", 10, minimum=1)
 DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10, minimum=1)
+# The hot reads run as prepared statements on the event loop's pool (core/adb.py). Off behind a pooler that cannot
+# keep them (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 if DB_POOL_MIN > DB_POOL_MAX:
     raise ImproperlyConfigured(f"DB_POOL_MIN ({DB_POOL_MIN}) must not exceed DB_POOL_MAX ({DB_POOL_MAX})")
 

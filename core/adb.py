@@ -33,7 +33,7 @@ from django.db import connections
 from django.test.utils import _TestState
 from django_prometheus.db.metrics import errors_total, execute_total, query_duration_seconds
 from opentelemetry.trace import SpanKind
-from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
 from psycopg.adapt import AdaptersMap
 from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -114,7 +114,7 @@ def _adapters(wrapper, django_adapters: AdaptersMap) -> AdaptersMap:
     return adapters
 
 
-async def _execute(sql: str, params) -> list[tuple]:
+async def _execute(sql: str, params, *, prepared: bool = False) -> list[tuple]:
     pool = _pool()
     if pool.closed:
         await pool.open()
@@ -124,8 +124,8 @@ async def _execute(sql: str, params) -> list[tuple]:
         if tracing_enabled():
             attributes = {"db.system": "postgresql", "db.statement": sql}
             with tracer.start_as_current_span(sql.split(None, 1)[0], kind=SpanKind.CLIENT, attributes=attributes):
-                return await _fetch(pool, sql, params)
-        return await _fetch(pool, sql, params)
+                return await _fetch(pool, sql, params, prepared)
+        return await _fetch(pool, sql, params, prepared)
     except Exception as exc:
         errors_total.labels(ALIAS, "postgresql", type(exc).__name__).inc()
         raise
@@ -140,7 +140,7 @@ async def _check_unless_just_used(connection: AsyncConnection) -> None:
     await AsyncConnectionPool.check_connection(connection)
 
 
-async def _fetch(pool: AsyncConnectionPool, sql: str, params) -> list[tuple]:
+async def _fetch(pool: AsyncConnectionPool, sql: str, params, prepared: bool) -> list[tuple]:
     # At most max_size reads inside the pool at once; the others queue here, on a semaphore, where waiting costs a
     # future: in the pool, each waiter costs a condition and a `wait_for` task (in the profile under 50 concurrent
     # reads on 10 connections, a few percent of a single-row read). The wait is bounded by the pool's timeout.
@@ -156,9 +156,17 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, params) -> list[tuple]:
     else:
         await gate.acquire()
     try:
-        async with pool.connection() as connection, connection.cursor() as cursor:
-            await cursor.execute(sql, params)
-            rows = await cursor.fetchall()
+        async with pool.connection() as connection:
+            if prepared:
+                # A prepared statement of this connection (parsed and planned by PostgreSQL once), its parameters
+                # bound by the server and its rows in binary: see Prepared.
+                async with AsyncCursor(connection) as cursor:
+                    await cursor.execute(sql, params, prepare=True, binary=True)
+                    rows = await cursor.fetchall()
+            else:
+                async with connection.cursor() as cursor:
+                    await cursor.execute(sql, params)
+                    rows = await cursor.fetchall()
             connection._adb_used_at = time.monotonic()
             return rows
     finally:
@@ -263,7 +271,9 @@ class Prepared:
             self._plan = self._compile()
         sql, params, slots, names, compiler, converters = self._plan
         rows = await _execute(
-            sql, [value if slot is None else args[slot] for value, slot in zip(params, slots, strict=True)]
+            sql,
+            [value if slot is None else args[slot] for value, slot in zip(params, slots, strict=True)],
+            prepared=settings.DB_PREPARED_STATEMENTS,
         )
         if converters:
             rows = compiler.apply_converters(rows, converters)

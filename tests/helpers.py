@@ -21,9 +21,9 @@ def clean_env(**overrides: str) -> dict[str, str]:
     project_prefixes = (
         "DJANGO_",
         "DATABASE_URL",
+        "DB_",
         "REDIS_URL",
         "CELERY_",
-        "DB_POOL",
         "LOG_",
         "CORS_",
         "CACHE_",

@@ -20,8 +20,10 @@ from posts.selectors import _COLUMNS, _NEWEST_FIRST
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-async def event_loop_pool(monkeypatch):
+@pytest.fixture(params=[True, False], ids=["prepared", "unprepared"])
+async def event_loop_pool(request, monkeypatch, settings):
+    """The pool's path, with the hot reads as prepared statements (binary rows) and without."""
+    settings.DB_PREPARED_STATEMENTS = request.param
     monkeypatch.setattr(adb, "_native", lambda: True)
     yield
     await adb._pool().close()
