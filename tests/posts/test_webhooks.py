@@ -386,6 +386,22 @@ def test_an_event_goes_to_active_subscribed_endpoints_only_and_once(endpoint, ev
     assert not WebhookDelivery.objects.filter(endpoint=inactive).exists()
 
 
+def test_a_dispatch_is_enqueued_only_while_some_endpoint_is_active(client, make_user, bearer, endpoint, broker_tasks):
+    headers = bearer(make_user())
+
+    def publish() -> None:
+        body = {"title": "Out", "status": "published"}
+        assert client.post("/api/v1/posts/", body, content_type="application/json", headers=headers).status_code == 201
+
+    inactive = endpoint(is_active=False)
+    publish()
+    assert broker_tasks() == []
+    inactive.is_active = True
+    inactive.save(update_fields=["is_active"])
+    publish()
+    assert [name for name, _ in broker_tasks()] == ["posts.tasks.dispatch_webhook_event"]
+
+
 def _event_args(delivery_id: int) -> dict:
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
     return {"event_id": delivery.event_id, "event": delivery.event, "occurred_at": delivery.payload["created_at"]}
