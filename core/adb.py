@@ -97,6 +97,7 @@ def _pool() -> AsyncConnectionPool:
             name=f"adb-{ALIAS}",
         )
         _pools[loop] = pool
+        _gates[pool] = asyncio.Semaphore(pool.max_size)
     return pool
 
 
@@ -144,9 +145,7 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, params, prepared: bool) ->
     # At most max_size reads inside the pool at once; the others queue here, on a semaphore, where waiting costs a
     # future: in the pool, each waiter costs a condition and a `wait_for` task (in the profile under 50 concurrent
     # reads on 10 connections, a few percent of a single-row read). The wait is bounded by the pool's timeout.
-    gate = _gates.get(pool)
-    if gate is None:
-        gate = _gates[pool] = asyncio.Semaphore(pool.max_size)
+    gate = _gates[pool]
     if gate.locked():
         try:
             async with asyncio.timeout(pool.timeout):

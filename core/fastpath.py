@@ -256,7 +256,8 @@ class ASGIHandler(DjangoASGIHandler):
                 executor.shutdown(wait=False)
 
 
-# Django's own receivers of the request signals, which do no I/O in the situations where handle() calls them inline.
+# Django's own receivers of the request signals: with only these connected, handle() leaves the signals out for
+# API requests that never used their thread (there is nothing for them to do).
 _KNOWN_RECEIVERS = {
     signals.request_started: {reset_queries, close_old_connections},
     signals.request_finished: {close_old_connections, close_caches, base.reset_urlconf},

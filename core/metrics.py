@@ -84,15 +84,15 @@ def observe_request(request, response, duration_seconds: float) -> None:
     series = _request_series.get(key)
     if series is None:
         status = str(response.status_code)
-        series = _request_series[key] = (
+        counters = (
             _http.requests_by_method.labels(method),
             _http.requests_by_transport.labels(transport),
             _http.requests_by_view_transport_method.labels(view, transport, method),
             _http.responses_by_status.labels(status),
             _http.responses_by_status_view_method.labels(status, view, method),
-            _http.requests_latency_by_view_method.labels(view, method),
         )
-    *counters, latency = series
+        series = _request_series[key] = (counters, _http.requests_latency_by_view_method.labels(view, method))
+    counters, latency = series
     for counter in counters:
         counter.inc()
     latency.observe(duration_seconds)
