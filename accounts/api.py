@@ -20,7 +20,8 @@ from accounts.schemas import (
 from core.net import client_ip
 from core.pagination import Page, PageParams
 from core.params import ObjectId
-from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut, Shaped
+from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut
+from fastpath.responses import Shaped
 
 auth_router = Router(tags=["auth"])
 users_router = Router(tags=["users"])

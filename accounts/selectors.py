@@ -2,9 +2,9 @@
 
 from accounts import cache as accounts_cache
 from accounts.models import User
-from core import adb
 from core.errors import NotFound
 from core.pagination import PageParams, paginate
+from fastpath import db as adb
 
 PUBLIC_USER_FIELDS = ("id", "username", "display_name", "date_joined")
 
@@ -17,7 +17,7 @@ async def user_public_list(*, params: PageParams) -> dict:
     return await paginate(_active_users().only(*PUBLIC_USER_FIELDS).order_by("id"), params)
 
 
-# Compiled once, run on the event loop (core/adb.py).
+# Compiled once, run on the event loop (fastpath/db.py).
 _public_user = adb.Prepared(lambda user_id: _active_users().filter(pk=user_id).values(*PUBLIC_USER_FIELDS)[:1])
 
 

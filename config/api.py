@@ -22,7 +22,8 @@ from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
 from core.net import client_ip
 from core.renderers import ORJSONParser, ORJSONRenderer
-from core.schemas import ErrorOut, RateLimitedOut, render_shaped
+from core.schemas import ErrorOut, RateLimitedOut
+from fastpath.responses import render_shaped
 from posts.api import authors_router, exports_router, jobs_router, posts_router, posts_v2_router, webhooks_router
 
 logger = logging.getLogger("api")

@@ -13,10 +13,10 @@ from core.tracing import setup_tracing, traced_asgi
 setup_tracing("web")
 
 # Django must be set up before anything imports models (consumers, routing). Its ASGI handler, with request
-# threads reused rather than started per request (core/fastpath.py); what get_asgi_application() does otherwise.
+# threads reused rather than started per request (fastpath/asgi.py); what get_asgi_application() does otherwise.
 django.setup(set_prefix=False)
 
-from core.fastpath import ASGIHandler  # noqa: E402
+from fastpath.asgi import ASGIHandler  # noqa: E402
 
 django_asgi_app = ASGIHandler()
 

@@ -50,7 +50,7 @@ INSTALLED_APPS = [
     "chat",
 ]
 
-# The server's handler (core/fastpath.py) runs Django's middlewares below through subclasses that run their hooks
+# The server's handler (fastpath/asgi.py) runs Django's middlewares below through subclasses that run their hooks
 # on the event loop for /api/ requests: no thread hop per hook, the same code and results. Other paths: as Django.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -87,7 +87,7 @@ DATABASE_URL = env_str("DATABASE_URL")
 DB_POOL_MIN = env_int("DB_POOL_MIN", 2, minimum=0)
 DB_POOL_MAX = env_int("DB_POOL_MAX", 10, minimum=1)
 DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10, minimum=1)
-# The hot reads run as prepared statements on the event loop's pool (core/adb.py). Off behind a pooler that cannot
+# The hot reads run as prepared statements on the event loop's pool (fastpath/db.py). Off behind a pooler that cannot
 # keep them (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 if DB_POOL_MIN > DB_POOL_MAX:

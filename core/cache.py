@@ -20,7 +20,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from core.redis import LoopCommands
+from fastpath.redis import LoopCommands
 
 logger = logging.getLogger(__name__)
 

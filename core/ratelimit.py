@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from core.errors import RateLimited, ServiceUnavailable
 from core.metrics import RATE_LIMITED
-from core.redis import LoopScripts
+from fastpath.redis import LoopScripts
 
 logger = logging.getLogger(__name__)
 

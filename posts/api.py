@@ -16,7 +16,8 @@ from accounts.auth import jwt_auth, optional_jwt_auth
 from core.errors import Conflict, NotFound
 from core.pagination import Page, PageParams
 from core.params import ObjectId
-from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut, Shaped
+from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
+from fastpath.responses import Shaped
 from posts import exports, selectors, services, webhooks
 from posts.models import Job, PostStatus
 from posts.schemas import (

@@ -13,11 +13,11 @@ from django.core import signing
 from django.db.models import Q
 
 from accounts.selectors import user_public_get
-from core import adb
 from core.errors import InvalidInput, NotFound
 from core.pagination import PageParams, paginate, pagination_meta
 from core.params import MAX_OBJECT_ID
 from core.renderers import iso_utc
+from fastpath import db as adb
 from posts import cache as posts_cache
 from posts.models import Job, Post, PostStatus, WebhookDelivery, WebhookEndpoint
 
@@ -77,7 +77,7 @@ def can_change(viewer, *, author_id: int) -> bool:
 # --- one post --------------------------------------------------------------------------------------------
 
 
-# Compiled once, run on the event loop (core/adb.py).
+# Compiled once, run on the event loop (fastpath/db.py).
 _post_by_id = adb.Prepared(lambda post_id: Post.objects.filter(pk=post_id).values(*_COLUMNS)[:1])
 
 
@@ -124,7 +124,7 @@ def _scope(viewer, *, author_id: int | None, status: str | None) -> _Scope | Non
     return _Scope(Q(status=PostStatus.PUBLISHED) | Q(author_id=me), public=False)
 
 
-# Everyone's unfiltered lists (the most read pages), compiled once (core/adb.py): the scope `_scope` gives an
+# Everyone's unfiltered lists (the most read pages), compiled once (fastpath/db.py): the scope `_scope` gives an
 # anonymous caller with no filter, ordered and sliced as below.
 _PUBLISHED = Q(status=PostStatus.PUBLISHED)
 _published_page = adb.Prepared(

@@ -1,6 +1,6 @@
-"""core.adb's reads on the event loop give exactly the rows Django's ORM gives, values and types alike.
+"""fastpath.db's reads on the event loop give exactly the rows Django's ORM gives, values and types alike.
 
-In-process tests normally take the ORM path (core.adb._native is false under Django's test environment, where
+In-process tests normally take the ORM path (fastpath.db._native is false under Django's test environment, where
 uncommitted test data would be invisible to the pool): here the data is committed (transactional_db) and the
 pool's path is taken on purpose.
 """
@@ -13,7 +13,7 @@ from psycopg.pq import Format
 
 from accounts.models import User
 from accounts.selectors import PUBLIC_USER_FIELDS
-from core import adb
+from fastpath import db as adb
 from posts.models import Post, PostStatus
 from posts.selectors import _COLUMNS, _NEWEST_FIRST
 

@@ -1,4 +1,4 @@
-"""The hot path of API requests (core/fastpath.py, core/adb.py, core/cache.py), in a real server process: the same
+"""The hot path of API requests (fastpath/asgi.py, fastpath/db.py, core/cache.py), in a real server process: the same
 headers and security as Django's own middleware path, reads on the event loop, and no connection kept by a request
 thread after a write."""
 
@@ -11,8 +11,8 @@ import requests
 from asgiref.testing import ApplicationCommunicator
 from django.core import signals
 
-from core import fastpath
-from core.fastpath import ASGIHandler
+from fastpath import asgi as fastpath
+from fastpath.asgi import ASGIHandler
 from posts.models import Post, PostStatus
 from tests.conftest import DEFAULT_PASSWORD, child_process_env
 from tests.helpers import ServerProcess

@@ -1,4 +1,4 @@
-"""core.http_protocol: what a real uvicorn server on the coalescing transport sends, byte for byte and call by call."""
+"""fastpath.http: what a real uvicorn server on the coalescing transport sends, byte for byte and call by call."""
 
 import asyncio
 import socket
@@ -6,7 +6,7 @@ import socket
 import pytest
 import uvicorn
 
-from core.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from fastpath.http import CoalescingHttpToolsProtocol, CoalescingTransport
 
 
 class RecordingSocket(asyncio.Protocol):

@@ -1,4 +1,4 @@
-"""core.redis.LoopCommands and LoopScripts on real Redis: the rate limiter's script calls and the cache's reads, and
+"""fastpath.redis.LoopCommands, LoopScripts on real Redis: the rate limiter's script calls and the cache's reads, and
 what they survive."""
 
 import asyncio
@@ -9,7 +9,7 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from core.redis import LoopCommands, LoopScripts
+from fastpath.redis import LoopCommands, LoopScripts
 
 INCREMENT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"

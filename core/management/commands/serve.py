@@ -15,9 +15,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from uvicorn.supervisors import Multiprocess
 
-from core.http_protocol import CoalescingHttpToolsProtocol
 from core.lifecycle import begin_draining, is_draining
 from core.metrics_dir import clear_stale_files
+from fastpath.http import CoalescingHttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Command(BaseCommand):
             port=port,
             workers=workers,
             loop="uvloop",
-            # httptools, with each response's headers and body written to the socket at once (core/http_protocol.py).
+            # httptools, with each response's headers and body written to the socket at once (fastpath/http.py).
             http=CoalescingHttpToolsProtocol,
             ws="websockets-sansio",
             # Frames over the limit close the socket with 1009.

@@ -172,7 +172,7 @@ class ASGIHandler(DjangoASGIHandler):
             base.import_string = original
 
     async def handle(self, scope, receive, send):
-        """Django's `handle`, less what API requests that ran nothing in their thread (reads go through core/adb.py
+        """Django's `handle`, less what API requests that ran nothing in their thread (reads go through fastpath/db.py
         and core/cache.py on the loop) do not need, when every receiver of the request signals is one of Django's
         own: the `request_started` signal is not sent and the response is closed inline without `request_finished`
         (two thread hops in Django, and then receivers that find nothing to do: see _KNOWN_RECEIVERS). A request
