@@ -35,7 +35,7 @@ beat: venv
 	$(BIN)/celery -A config beat --loglevel=INFO
 
 test: venv
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) FAST_PATH_CHECK_BODIES=true $(BIN)/pytest $(PYTEST_ARGS)
 
 # The project against the FastAPI peer (bench/bench.py): about 6 minutes, writes bench/RESULTS.md.
 # BENCH_ARGS="--large" for 200,000 posts, "--workers 2", "--no-write", ...

@@ -21,7 +21,6 @@ from core.net import client_ip
 from core.pagination import Page, PageParams
 from core.params import ObjectId
 from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut
-from fastpath.responses import Shaped
 
 auth_router = Router(tags=["auth"])
 users_router = Router(tags=["users"])
@@ -107,8 +106,7 @@ async def list_users(request, params: Query[PageParams]):
 
 @users_router.get("/{user_id}", response={200: UserPublic, 404: ErrorOut, **INVALID}, summary="One active user")
 async def get_user(request, user_id: ObjectId):
-    # The row's columns are UserPublic's fields, in its order (selectors.PUBLIC_USER_FIELDS).
-    return Shaped(await selectors.user_public_get(user_id=user_id))
+    return await selectors.user_public_get(user_id=user_id)
 
 
 @users_router.delete(

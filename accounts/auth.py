@@ -3,8 +3,9 @@
 import functools
 import logging
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from ninja.security import HttpBearer
+from ninja.security import HttpBearer, SessionAuth
 
 from accounts import tokens
 from accounts.denylist import is_access_token_denied
@@ -72,9 +73,20 @@ class OptionalJWTAuth(JWTAuth):
         return await pending if pending is not None else None
 
 
+class BrowserSessionAuth(SessionAuth):
+    """The browser page's Django session, with ninja's CSRF check on writes. A request without a session cookie is
+    not a browser's session at all: it falls through to 401 (with `WWW-Authenticate`), not a CSRF 403."""
+
+    def __call__(self, request):
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return None
+        return super().__call__(request)
+
+
 _ANONYMOUS = AnonymousUser()
 jwt_auth = JWTAuth()
 optional_jwt_auth = OptionalJWTAuth()
+session_auth = BrowserSessionAuth()
 
 
 def staff_required(view):

@@ -3,8 +3,10 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
+from fastpath.db import LoopQuerySet
 
-class CaseInsensitiveUserManager(UserManager):
+
+class CaseInsensitiveUserManager(UserManager.from_queryset(LoopQuerySet)):
     def get_by_natural_key(self, username):
         # Usernames are unique regardless of case, so logging in is case-insensitive too.
         return self.get(username__iexact=username)

@@ -4,7 +4,6 @@ from accounts import cache as accounts_cache
 from accounts.models import User
 from core.errors import NotFound
 from core.pagination import PageParams, paginate
-from fastpath import db as adb
 
 PUBLIC_USER_FIELDS = ("id", "username", "display_name", "date_joined")
 
@@ -17,17 +16,13 @@ async def user_public_list(*, params: PageParams) -> dict:
     return await paginate(_active_users().only(*PUBLIC_USER_FIELDS).order_by("id"), params)
 
 
-# Compiled once, run on the event loop (fastpath/db.py).
-_public_user = adb.Prepared(lambda user_id: _active_users().filter(pk=user_id).values(*PUBLIC_USER_FIELDS)[:1])
-
-
 async def user_public_get(*, user_id: int) -> dict:
     """The public row of an active user, from the cache when it holds it (accounts/cache.py)."""
     user = await accounts_cache.profile_get(user_id)
     if user == accounts_cache.GONE:
         raise NotFound("No such user.")
     if user is None:
-        user = await _public_user.first(user_id)
+        user = await _active_users().filter(pk=user_id).values(*PUBLIC_USER_FIELDS).afirst()
         if user is None:
             raise NotFound("No such user.")
         await accounts_cache.profile_fill(user)

@@ -5,16 +5,15 @@ from typing import Annotated
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from ninja import Field, Query, Router, Schema, Status
-from ninja.security import django_auth
 
-from accounts.auth import jwt_auth
+from accounts.auth import jwt_auth, session_auth
 from chat import selectors, services
 from chat.schemas import MessagePage, RoomIn, RoomOut, TicketOut
 from core.params import MAX_OBJECT_ID
 from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut
 
 # API clients use bearer tokens; the browser page uses its Django session (with CSRF protection on writes).
-chat_router = Router(tags=["chat"], auth=[jwt_auth, django_auth])
+chat_router = Router(tags=["chat"], auth=[jwt_auth, session_auth])
 
 MessageId = Annotated[int, Field(ge=0, le=MAX_OBJECT_ID)]
 

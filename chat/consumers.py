@@ -7,7 +7,6 @@ import time
 import uuid
 from urllib.parse import parse_qs
 
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -96,18 +95,6 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code) -> None:
         await self.release()
-
-    async def dispatch(self, message) -> None:
-        # Channels closes stale database connections before every handler, a thread hop each time. Events from
-        # the channel layer never touch the database here, and a room of N sockets handles each broadcast N
-        # times; so only the socket's own events (connect, receive, disconnect) pay for it.
-        if message["type"].startswith("websocket."):
-            await super().dispatch(message)
-            return
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def send_error(self, code: str, detail: str, **extra) -> None:
         await self.send_json({"type": "error", "code": code, "detail": detail, **extra})

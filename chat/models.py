@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from fastpath.db import LoopManager
+
 MAX_MESSAGE_LENGTH = 4000
 
 
@@ -11,6 +13,8 @@ class Room(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LoopManager()
 
     class Meta:
         ordering = ["name"]
@@ -28,6 +32,8 @@ class Message(models.Model):
     text = models.TextField(max_length=MAX_MESSAGE_LENGTH)
     client_id = models.UUIDField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LoopManager()
 
     class Meta:
         ordering = ["id"]

@@ -23,7 +23,7 @@ from core.logging import request_id_var
 from core.net import client_ip
 from core.renderers import ORJSONParser, ORJSONRenderer
 from core.schemas import ErrorOut, RateLimitedOut
-from fastpath.responses import render_shaped
+from fastpath.responses import fast_bodies
 from posts.api import authors_router, exports_router, jobs_router, posts_router, posts_v2_router, webhooks_router
 
 logger = logging.getLogger("api")
@@ -193,8 +193,8 @@ def _rate_limited(run):
 
 def _configure(api: NinjaAPI, routers: list) -> NinjaAPI:
     install_error_handlers(api)
-    # render_shaped first: it needs the operation's own bound `run` (and returns it as it is).
-    api.add_decorator(render_shaped, mode="view")
+    # fast_bodies first: it needs the operation's own bound `run` (and returns it as it is).
+    api.add_decorator(fast_bodies, mode="view")
     api.add_decorator(_rate_limited, mode="view")
     for prefix, router in routers:
         api.add_router(prefix, router)

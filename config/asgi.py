@@ -12,13 +12,13 @@ from core.tracing import setup_tracing, traced_asgi
 # Before Django connects to anything: the database driver and Redis client are instrumented in place.
 setup_tracing("web")
 
-# Django must be set up before anything imports models (consumers, routing). Its ASGI handler, with request
-# threads reused rather than started per request (fastpath/asgi.py); what get_asgi_application() does otherwise.
+# Django must be set up before anything imports models (consumers, routing), as get_asgi_application() does.
 django.setup(set_prefix=False)
 
-from fastpath.asgi import ASGIHandler  # noqa: E402
+from fastpath.asgi import http_application, serving  # noqa: E402
 
-django_asgi_app = ASGIHandler()
+# Django's ASGI handler; with FAST_PATH on, the speed layer's (fastpath/asgi.py).
+django_asgi_app = http_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -32,14 +32,16 @@ from core.websocket import browser_origin_validator  # noqa: E402
 log_backends_in_use("web server")
 forget_process_on_exit()
 
-application = ProtocolTypeRouter(
-    {
-        # Static files (admin, API docs) are served by the app itself, so one image needs no extra web server.
-        "http": traced_asgi(ASGIStaticFilesHandler(django_asgi_app)),
-        # Origins outside ALLOWED_HOSTS are refused at the handshake; the session cookie identifies browser users
-        # (API clients present a single-use ticket instead, checked by the consumer).
-        "websocket": browser_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+application = serving(
+    ProtocolTypeRouter(
+        {
+            # Static files (admin, API docs) are served by the app itself, so one image needs no extra web server.
+            "http": traced_asgi(ASGIStaticFilesHandler(django_asgi_app)),
+            # Origins outside ALLOWED_HOSTS are refused at the handshake; the session cookie identifies browser users
+            # (API clients present a single-use ticket instead, checked by the consumer).
+            "websocket": browser_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )
 
 # Everything loaded by now lives as long as the process: moved out of the cyclic collector's generations, so that

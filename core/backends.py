@@ -25,7 +25,7 @@ def backends_in_use() -> dict[str, str]:
         database_desc = f"postgresql ({database.get('HOST') or 'local socket'}/{database['NAME']}, pooled)"
 
     cache_backend = settings.CACHES["default"]["BACKEND"]
-    cache_desc = f"redis ({_redact(settings.REDIS_URL)})" if "redis" in cache_backend else "local-memory"
+    cache_desc = f"redis ({_redact(settings.REDIS_URL)})" if "redis" in cache_backend.lower() else "local-memory"
 
     layer_backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
     layer_desc = f"redis ({_redact(settings.REDIS_URL)})" if "redis" in layer_backend else "in-memory"

@@ -1,9 +1,10 @@
 """Rate limiting shared by every API operation: a sliding window or a token bucket per client and policy.
 
-Each algorithm is one Lua script run atomically in Redis (EVALSHA, loaded on first use), awaited on redis-py's
-asyncio connections kept per event loop (`core.redis.LoopScripts`: the round trip without the client's per-call
-layers), so limiting never blocks the loop and concurrent requests, from any number of server processes, can never
-both take the last slot. The scripts take `now` from the caller's clock
+Each algorithm is one Lua script run atomically in Redis (EVALSHA, loaded on first use), awaited on asyncio
+connections kept per event loop (with FAST_PATH, the speed layer's `fastpath.redis.LoopScripts`, the round trip
+without the client's per-call layers; otherwise redis-py's client, `core.redis.LoopRedis`), so limiting never
+blocks the loop and concurrent requests, from any number of server processes, can never both take the last slot.
+The scripts take `now` from the caller's clock
 (injectable, for tests), which is why the servers' clocks are expected to be NTP-synchronised.
 
 When Redis cannot be reached, a policy either fails open to the same algorithm kept in process memory (per process,
@@ -29,6 +30,7 @@ from redis.exceptions import RedisError
 
 from core.errors import RateLimited, ServiceUnavailable
 from core.metrics import RATE_LIMITED
+from core.redis import LoopRedis
 from fastpath.redis import LoopScripts
 
 logger = logging.getLogger(__name__)
@@ -167,11 +169,9 @@ class RedisLimiter:
         self.url = url
         self.prefix = prefix
         self.clock = clock
-        self.redis = LoopScripts(
-            url,
-            {"sliding_window": _SLIDING_WINDOW, "token_bucket": _TOKEN_BUCKET},
-            timeout=_REDIS_TIMEOUT_SECONDS,
-        )
+        scripts = {"sliding_window": _SLIDING_WINDOW, "token_bucket": _TOKEN_BUCKET}
+        runner = LoopScripts if settings.FAST_PATH else LoopRedis
+        self.redis = runner(url, scripts=scripts, timeout=_REDIS_TIMEOUT_SECONDS)
 
     async def hit(self, policy: Policy, identity: str) -> Decision:
         key = f"{self.prefix}:{policy.name}:{identity}"

@@ -59,3 +59,7 @@ class LoopRedis:
 
     def script(self, name: str):
         return self._connection()[1][name]
+
+    async def run(self, name: str, keys: list, args: list):
+        """The reply of one of the registered scripts (EVALSHA, loading it first when Redis does not know it)."""
+        return await self.script(name)(keys=keys, args=args)

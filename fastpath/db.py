@@ -1,27 +1,35 @@
-"""Reads on the event loop: querysets compiled by Django's ORM, run by psycopg's async driver.
+"""The async ORM's reads on the event loop: a QuerySet whose async terminal methods run on psycopg's async driver.
 
-Django's async ORM (`afirst()`, `async for`) runs every query in a worker thread (`sync_to_async`): a hand-off to
-the request's thread and back per query, and the request holds a pooled connection from its first query until the
-response is sent. For the hot reads (a post, a user, a page of posts) that overhead was most of the request's cost
-(README, Performance). Here the same queryset is compiled by Django (same SQL, same parameters, same converters)
-and executed on a psycopg `AsyncConnectionPool` of the event loop: no thread, and the connection goes back to the
-pool as soon as the rows are read.
+Django's async ORM (`aget()`, `afirst()`, `async for`) runs every query in a worker thread (`sync_to_async`): a
+hand-off to the request's thread and back per query, and the request holds a pooled connection from its first
+query until the response is sent. For the hot reads (a post, a user, a page of posts, the user behind a token)
+that was most of the request's cost (README, Performance). `LoopQuerySet` keeps the ORM's API and its results:
+the queryset is compiled by Django (same SQL, same parameters), the rows are read on a psycopg
+`AsyncConnectionPool` of the event loop, and Django's own iterable (`ModelIterable`, `ValuesIterable`, ...) turns
+them into what the ORM returns (the same converters, model instances, `select_related` objects). No thread, and the
+connection goes back to the pool as soon as the rows are read.
 
-- One pool per event loop (so per server process), sized like Django's (DB_POOL_MIN / DB_POOL_MAX, DB_POOL_TIMEOUT)
-  and configured like Django's connections (autocommit, the time zone, Django's adapters, client-side binding,
-  the health check on checkout when CONN_HEALTH_CHECKS is set, skipped for a connection that completed a query
-  within the last `CHECK_AFTER_IDLE_SECONDS`, as HikariCP's "alive bypass window" does: under load a connection
-  comes back every few milliseconds, and the probe was a second round trip for every single-row read).
-- Only PostgreSQL (with SQLite, the embedded default, everything goes through Django's ORM), and only for code
-  running on the event loop, which can never be inside `atomic()`: writes and their reads stay in the services,
-  in the request's thread, on Django's connection.
-- Statements are counted in django-prometheus' database series and traced (one client span each, statement with
-  placeholders only) like the ORM's own.
+When a read runs here, and when it goes to Django's own async method instead:
+- FAST_PATH on, the database (the "default" alias) is PostgreSQL, and the code runs on an event loop that serves
+  requests (marked by the layer's ASGI application, `serve_on_this_loop`): a loop that lives as long as the
+  process. Loops made for one call (`async_to_sync` in a command or a task, a test's own loop) keep the ORM's path,
+  so no pool is opened for a loop that is about to end.
+- The queryset is one these methods reproduce exactly: no `prefetch_related`, no `select_for_update`, no
+  combinator (`union`, ...), and for `acount`/`aexists` no distinct, grouping or slice. Anything else: Django's.
+- Code on the event loop can never be inside `atomic()` (Django refuses transactions in async code): writes and
+  the reads inside them stay in the services, in the request's thread, on Django's connection.
+
+The pool is sized like Django's (DB_POOL_MIN / DB_POOL_MAX, DB_POOL_TIMEOUT) and configured like its connections
+(autocommit, the time zone, Django's adapters, the health check on checkout when CONN_HEALTH_CHECKS is set, skipped
+for a connection that completed a query within the last `CHECK_AFTER_IDLE_SECONDS`, as HikariCP's "alive bypass
+window" does). With DB_PREPARED_STATEMENTS, statements are bound by the server and psycopg prepares the ones a
+connection runs often (its `prepare_threshold`); without, parameters are bound by the client as Django does.
+Errors are Django's (`django.db.OperationalError`, ...). Statements are counted in django-prometheus' database
+series and traced like the ORM's own.
 """
 
 import asyncio
 import math
-import re
 import time
 import weakref
 from datetime import UTC
@@ -29,8 +37,9 @@ from datetime import UTC
 import psycopg
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
-from django.db import connections
-from django.test.utils import _TestState
+from django.db import connections, models
+from django.db.models.query import MAX_GET_RESULTS
+from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE
 from django_prometheus.db.metrics import errors_total, execute_total, query_duration_seconds
 from opentelemetry.trace import SpanKind
 from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
@@ -49,19 +58,21 @@ _TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 _EXECUTED = execute_total.labels(ALIAS, "postgresql")
 _DURATION = query_duration_seconds.labels(ALIAS, "postgresql")
 
-_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool]" = weakref.WeakKeyDictionary()
+# The loops that serve requests, each with its pool once a read needed one.
+_serving: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool | None]" = (
+    weakref.WeakKeyDictionary()
+)
 # Per pool: the reads allowed into it at once (_fetch).
 _gates: "weakref.WeakKeyDictionary[AsyncConnectionPool, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 # Compiling needs a DatabaseWrapper (its operations and features), never a connection: one, shared, never connected.
 _compiler_connection = None
 
 
-def _native() -> bool:
-    """PostgreSQL, outside Django's test environment. There, each test's transaction lives on the test thread's
-    connection, which a connection of this pool would not see: tests in-process go through the ORM (tests that
-    start real server processes, and the benchmark, take this path)."""
-    # The compiling wrapper's vendor: the same settings as connections[ALIAS], without a thread-local lookup.
-    return _wrapper().vendor == "postgresql" and not hasattr(_TestState, "saved_data")
+def serve_on_this_loop() -> None:
+    """Marks the running loop as one that serves requests for the life of the process: its reads may open a pool."""
+    loop = asyncio.get_running_loop()
+    if loop not in _serving:
+        _serving[loop] = None
 
 
 def _wrapper():
@@ -71,9 +82,22 @@ def _wrapper():
     return _compiler_connection
 
 
+def _runs_here(queryset) -> bool:
+    if not settings.FAST_PATH or queryset.db != ALIAS:
+        return False
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    if loop not in _serving or _wrapper().vendor != "postgresql":
+        return False
+    query = queryset.query
+    return not (queryset._prefetch_related_lookups or query.select_for_update or query.combinator)
+
+
 def _pool() -> AsyncConnectionPool:
     loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
+    pool = _serving.get(loop)
     if pool is None:
         wrapper = _wrapper()
         params = wrapper.get_connection_params()
@@ -94,11 +118,20 @@ def _pool() -> AsyncConnectionPool:
             configure=configure,
             check=_check_unless_just_used if wrapper.settings_dict["CONN_HEALTH_CHECKS"] else None,
             open=False,
-            name=f"adb-{ALIAS}",
+            name=f"loop-{ALIAS}",
         )
-        _pools[loop] = pool
+        _serving[loop] = pool
         _gates[pool] = asyncio.Semaphore(pool.max_size)
     return pool
+
+
+async def close_pool() -> None:
+    """Closes the running loop's pool, if it has one (tests; a server's pool lives as long as its process)."""
+    loop = asyncio.get_running_loop()
+    pool = _serving.get(loop)
+    if pool is not None:
+        _serving[loop] = None
+        await pool.close()
 
 
 def _adapters(wrapper, django_adapters: AdaptersMap) -> AdaptersMap:
@@ -115,20 +148,23 @@ def _adapters(wrapper, django_adapters: AdaptersMap) -> AdaptersMap:
     return adapters
 
 
-async def _execute(sql: str, params, *, prepared: bool = False) -> list[tuple]:
+async def _execute(sql: str, params) -> list[tuple]:
     pool = _pool()
     if pool.closed:
         await pool.open()
     _EXECUTED.inc()
     started = time.perf_counter()
     try:
-        if tracing_enabled():
-            attributes = {"db.system": "postgresql", "db.statement": sql}
-            with tracer.start_as_current_span(sql.split(None, 1)[0], kind=SpanKind.CLIENT, attributes=attributes):
-                return await _fetch(pool, sql, params, prepared)
-        return await _fetch(pool, sql, params, prepared)
+        # Driver errors come out as Django's (django.db.OperationalError, ...), as from the ORM's own path.
+        with _wrapper().wrap_database_errors:
+            if tracing_enabled():
+                attributes = {"db.system": "postgresql", "db.statement": sql}
+                with tracer.start_as_current_span(sql.split(None, 1)[0], kind=SpanKind.CLIENT, attributes=attributes):
+                    return await _fetch(pool, sql, params)
+            return await _fetch(pool, sql, params)
     except Exception as exc:
-        errors_total.labels(ALIAS, "postgresql", type(exc).__name__).inc()
+        cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
+        errors_total.labels(ALIAS, "postgresql", type(cause).__name__).inc()
         raise
     finally:
         _DURATION.observe(time.perf_counter() - started)
@@ -136,12 +172,12 @@ async def _execute(sql: str, params, *, prepared: bool = False) -> list[tuple]:
 
 async def _check_unless_just_used(connection: AsyncConnection) -> None:
     """The pool's health check (an empty query), unless the connection just proved itself with a query."""
-    if time.monotonic() - getattr(connection, "_adb_used_at", -math.inf) < CHECK_AFTER_IDLE_SECONDS:
+    if time.monotonic() - getattr(connection, "_loop_used_at", -math.inf) < CHECK_AFTER_IDLE_SECONDS:
         return
     await AsyncConnectionPool.check_connection(connection)
 
 
-async def _fetch(pool: AsyncConnectionPool, sql: str, params, prepared: bool) -> list[tuple]:
+async def _fetch(pool: AsyncConnectionPool, sql: str, params) -> list[tuple]:
     # At most max_size reads inside the pool at once; the others queue here, on a semaphore, where waiting costs a
     # future: in the pool, each waiter costs a condition and a `wait_for` task (in the profile under 50 concurrent
     # reads on 10 connections, a few percent of a single-row read). The wait is bounded by the pool's timeout.
@@ -156,129 +192,123 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, params, prepared: bool) ->
         await gate.acquire()
     try:
         async with pool.connection() as connection:
-            if prepared:
-                # A prepared statement of this connection (parsed and planned by PostgreSQL once), its parameters
-                # bound by the server and its rows in binary: see Prepared.
+            if settings.DB_PREPARED_STATEMENTS:
+                # Parameters bound by the server; psycopg prepares a statement once this connection has run it
+                # `prepare_threshold` times (PostgreSQL then parses and plans it once).
                 async with AsyncCursor(connection) as cursor:
-                    await cursor.execute(sql, params, prepare=True, binary=True)
+                    await cursor.execute(sql, params)
                     rows = await cursor.fetchall()
             else:
                 async with connection.cursor() as cursor:
                     await cursor.execute(sql, params)
                     rows = await cursor.fetchall()
-            connection._adb_used_at = time.monotonic()
+            connection._loop_used_at = time.monotonic()
             return rows
     finally:
         gate.release()
 
 
-async def values(queryset) -> list[dict]:
-    """The rows of a `.values(...)` queryset, as the ORM would give them."""
-    if not _native():
-        return [row async for row in queryset]
-    query = queryset.query
-    compiler = query.get_compiler(connection=_wrapper())
+class _FetchedCompiler:
+    """A compiled query whose rows were already read: Django's iterables call `execute_sql` / `results_iter` on
+    their compiler, and get these rows, converted by the real compiler as it would convert its own."""
+
+    def __init__(self, compiler, rows: list[tuple]) -> None:
+        self.compiler = compiler
+        self.rows = rows
+
+    def execute_sql(self, *args, **kwargs):
+        return [self.rows]
+
+    def results_iter(self, results=None, **kwargs):
+        return self.compiler.results_iter([self.rows] if results is None else results, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.compiler, name)
+
+
+async def _evaluate(queryset) -> list:
+    """What `list(queryset)` gives, read on the loop."""
+    clone = queryset._chain()
+    compiler = clone.query.get_compiler(connection=_wrapper())
     try:
         sql, params = compiler.as_sql()
     except EmptyResultSet:
         return []
-    rows = await _execute(sql, params)
-    fields = [selected[0] for selected in compiler.select[: compiler.col_count]]
-    converters = compiler.get_converters(fields)
-    if converters:
-        rows = compiler.apply_converters(rows, converters)
-    names = [*query.extra_select, *query.values_select, *query.annotation_select]
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    rows = await _execute(sql, params) if sql else []
+    fetched = _FetchedCompiler(compiler, rows)
+    clone.query.get_compiler = lambda *args, **kwargs: fetched
+    return list(queryset._iterable_class(clone, chunked_fetch=False, chunk_size=GET_ITERATOR_CHUNK_SIZE))
 
 
-async def first(queryset) -> dict | None:
-    """The first row of a `.values(...)` queryset (in its order), or None."""
-    if not _native():
-        return await queryset.afirst()
-    if not queryset.ordered:
-        queryset = queryset.order_by("pk")
-    rows = await values(queryset[:1])
-    return rows[0] if rows else None
-
-
-async def count(queryset) -> int:
-    """What `queryset.acount()` returns (a sliced queryset counts only its slice)."""
-    if not _native():
-        return await queryset.acount()
-    query = queryset.values("pk").query
+async def _count(queryset) -> int:
     try:
-        sql, params = query.get_compiler(connection=_wrapper()).as_sql()
+        sql, params = queryset.values("pk").query.get_compiler(connection=_wrapper()).as_sql()
     except EmptyResultSet:
         return 0
     rows = await _execute(f"SELECT COUNT(*) FROM ({sql}) subquery", params)
     return rows[0][0]
 
 
-# Far outside any real id, so that a parameter equal to one of these can only be the stand-in.
-_STAND_IN = 7_777_777_777_777_000
+class LoopQuerySet(models.QuerySet):
+    """A QuerySet whose `aget`, `afirst`, `acount`, `aexists` and `async for` run on the event loop's pool where
+    they can (see the module), with the ORM's results; everything else is Django's."""
 
+    def __aiter__(self):
+        if self._result_cache is not None or not _runs_here(self):
+            return super().__aiter__()
 
-class Prepared:
-    """A query whose shape never changes, compiled by Django once: only its parameters change from call to call.
+        async def generator():
+            if self._result_cache is None:
+                self._result_cache = await _evaluate(self)
+            for item in self._result_cache:
+                yield item
 
-    `build(*args)` returns the `.values(...)` queryset for the given arguments, which must already be of the
-    column's Python type (ids validated by the API's schemas) or be slice bounds. The first call compiles it with
-    stand-in arguments and remembers where each one lands among the SQL parameters (or, for a slice, in the
-    LIMIT / OFFSET Django writes into the SQL); compiling (the ORM's query building and SQL
-    generation) was a tenth of a single-row read's time. Outside PostgreSQL, or inside a transaction, `build` is
-    evaluated by the ORM as usual.
-    """
+        return generator()
 
-    def __init__(self, build, arity: int = 1) -> None:
-        self.build = build
-        self.arity = arity
-        self._plan = None
-
-    def _compile(self):
-        stand_ins = [_STAND_IN + index for index in range(self.arity)]
-        query = self.build(*stand_ins).query
-        compiler = query.get_compiler(connection=_wrapper())
-        compiled_sql, compiled_params = compiler.as_sql()
-        # Placeholders and, for slices, the literal LIMIT / OFFSET Django writes into the SQL, in the order they
-        # appear: each becomes a placeholder bound to a parameter or to an argument.
-        tokens = re.compile(r"(?<!%)%s|\b(" + "|".join(str(value) for value in stand_ins) + r")\b")
-        parts, params, slots, remaining = [], [], [], iter(compiled_params)
-        position = 0
-        for match in tokens.finditer(compiled_sql):
-            parts.append(compiled_sql[position : match.start()])
-            parts.append("%s")
-            position = match.end()
-            if match.group(1):
-                params.append(None)
-                slots.append(stand_ins.index(int(match.group(1))))
-                continue
-            value = next(remaining)
-            params.append(value)
-            slots.append(stand_ins.index(value) if type(value) is int and value in stand_ins else None)
-        parts.append(compiled_sql[position:])
-        sql = "".join(parts)
-        if sorted(slot for slot in slots if slot is not None) != list(range(self.arity)):
-            raise ValueError("each argument of a prepared query must appear exactly once in its SQL")
-        fields = [selected[0] for selected in compiler.select[: compiler.col_count]]
-        names = [*query.extra_select, *query.values_select, *query.annotation_select]
-        return sql, params, slots, names, compiler, compiler.get_converters(fields)
-
-    async def values(self, *args) -> list[dict]:
-        if not _native():
-            return [row async for row in self.build(*args)]
-        if self._plan is None:
-            self._plan = self._compile()
-        sql, params, slots, names, compiler, converters = self._plan
-        rows = await _execute(
-            sql,
-            [value if slot is None else args[slot] for value, slot in zip(params, slots, strict=True)],
-            prepared=settings.DB_PREPARED_STATEMENTS,
+    async def aget(self, *args, **kwargs):
+        if not _runs_here(self):
+            return await super().aget(*args, **kwargs)
+        # As QuerySet.get(): unordered, at most MAX_GET_RESULTS rows read to tell "one" from "several".
+        clone = self.filter(*args, **kwargs)
+        if clone.query.can_filter() and not clone.query.distinct_fields:
+            clone = clone.order_by()
+        clone.query.set_limits(high=MAX_GET_RESULTS)
+        found = await _evaluate(clone)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise self.model.DoesNotExist(f"{self.model._meta.object_name} matching query does not exist.")
+        raise self.model.MultipleObjectsReturned(
+            f"get() returned more than one {self.model._meta.object_name} -- it returned "
+            f"{len(found) if len(found) < MAX_GET_RESULTS else f'more than {MAX_GET_RESULTS - 1}'}!"
         )
-        if converters:
-            rows = compiler.apply_converters(rows, converters)
-        return [dict(zip(names, row, strict=True)) for row in rows]
 
-    async def first(self, *args) -> dict | None:
-        """For a `build` that returns at most one row (sliced `[:1]`)."""
-        rows = await self.values(*args)
-        return rows[0] if rows else None
+    async def afirst(self):
+        # Unordered with an aggregation: Django's own answer (it refuses some of those).
+        if not _runs_here(self) or (not self.ordered and self.query.group_by is not None):
+            return await super().afirst()
+        queryset = self if self.ordered else self.order_by("pk")
+        found = await _evaluate(queryset[:1])
+        return found[0] if found else None
+
+    def _counts_here(self) -> bool:
+        query = self.query
+        return _runs_here(self) and not (query.distinct or query.group_by is not None or query.is_sliced)
+
+    async def acount(self) -> int:
+        if self._result_cache is not None:
+            return len(self._result_cache)
+        if not self._counts_here():
+            return await super().acount()
+        return await _count(self)
+
+    async def aexists(self) -> bool:
+        if self._result_cache is not None:
+            return bool(self._result_cache)
+        if not self._counts_here():
+            return await super().aexists()
+        return bool(await _evaluate(self.order_by().values_list("pk")[:1]))
+
+
+class LoopManager(models.Manager.from_queryset(LoopQuerySet)):
+    """`objects = LoopManager()`: the model's async reads run on the event loop where they can."""

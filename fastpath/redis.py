@@ -101,8 +101,8 @@ class LoopScripts:
     def __init__(
         self,
         url: str,
-        scripts: dict[str, str],
         *,
+        scripts: dict[str, str],
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:

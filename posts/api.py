@@ -17,7 +17,6 @@ from core.errors import Conflict, NotFound
 from core.pagination import Page, PageParams
 from core.params import ObjectId
 from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
-from fastpath.responses import Shaped
 from posts import exports, selectors, services, webhooks
 from posts.models import Job, PostStatus
 from posts.schemas import (
@@ -60,43 +59,6 @@ def _not_modified(request, response: HttpResponse, snapshot: dict, representatio
     return etag in {tag.strip().removeprefix("W/") for tag in presented.split(",")}
 
 
-def post_body_v1(snapshot: dict) -> Shaped:
-    """PostOut's body of a snapshot, without a pydantic pass (core.schemas.Shaped)."""
-    author = snapshot["author"]
-    return Shaped(
-        id=snapshot["id"],
-        title=snapshot["title"],
-        body=snapshot["body"],
-        status=snapshot["status"],
-        author={"id": author["id"], "username": author["username"]},
-        created_at=snapshot["created_at"],
-        updated_at=snapshot["updated_at"],
-    )
-
-
-def post_body_v2(snapshot: dict) -> Shaped:
-    """PostOutV2's body of a snapshot: PostOut's, with the author's display name and the excerpt after the rest."""
-    body = post_body_v1(snapshot)
-    body["author"]["display_name"] = snapshot["author"]["display_name"]
-    body["excerpt"] = snapshot["excerpt"]
-    return body
-
-
-def page_body_v1(page: dict) -> Shaped:
-    """Page[PostOut]'s body of a page of snapshots (selectors.post_page)."""
-    return Shaped(items=[post_body_v1(snapshot) for snapshot in page["items"]], pagination=page["pagination"])
-
-
-def author_page_body(page: dict) -> Shaped:
-    """AuthorPostsOut's body: the author's row (UserPublic's fields in its order: accounts.selectors) and a page."""
-    return Shaped(author=page["author"], **page_body_v1(page))
-
-
-def cursor_page_body(page: dict) -> Shaped:
-    """PostCursorPageOut's body of a cursor page of snapshots (selectors.post_cursor_page)."""
-    return Shaped(items=[post_body_v2(snapshot) for snapshot in page["items"]], next_cursor=page["next_cursor"])
-
-
 # --- v1 --------------------------------------------------------------------------------------------------
 
 
@@ -110,7 +72,7 @@ async def list_posts(request, params: Query[PostListParams]):
     page = await selectors.post_page(
         viewer=request.auth, params=params, author_id=params.author, status=params.status, search=params.search
     )
-    return page_body_v1(page)
+    return page
 
 
 @posts_router.post(
@@ -137,7 +99,7 @@ async def get_post(request, post_id: ObjectId, response: HttpResponse):
     post = await selectors.post_get_visible(viewer=request.auth, post_id=post_id)
     if _not_modified(request, response, post, "v1"):
         return Status(304, None)
-    return post_body_v1(post)
+    return post
 
 
 @posts_router.patch(
@@ -169,7 +131,7 @@ async def delete_post(request, post_id: ObjectId):
     summary="An active author and a page of their posts",
 )
 async def list_author_posts(request, author_id: ObjectId, params: Query[PageParams]):
-    return author_page_body(await selectors.author_post_page(viewer=request.auth, author_id=author_id, params=params))
+    return await selectors.author_post_page(viewer=request.auth, author_id=author_id, params=params)
 
 
 # --- v2 --------------------------------------------------------------------------------------------------
@@ -190,7 +152,7 @@ async def list_posts_v2(request, params: Query[PostCursorParams]):
         status=params.status,
         search=params.search,
     )
-    return cursor_page_body(page)
+    return page
 
 
 @posts_v2_router.get(
@@ -203,7 +165,7 @@ async def get_post_v2(request, post_id: ObjectId, response: HttpResponse):
     post = await selectors.post_get_visible(viewer=request.auth, post_id=post_id)
     if _not_modified(request, response, post, "v2"):
         return Status(304, None)
-    return post_body_v2(post)
+    return post
 
 
 # --- jobs (v1) -------------------------------------------------------------------------------------------

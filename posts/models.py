@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from fastpath.db import LoopManager
+
 MAX_TITLE_LENGTH = 200
 MAX_BODY_LENGTH = 100_000
 
@@ -24,6 +26,8 @@ class Post(models.Model):
     # A default rather than auto_now_add so that seed data can carry realistic, spread-out dates.
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LoopManager()
 
     class Meta:
         # Newest first, with id breaking ties so that offsets and cursors see one total order.
@@ -85,6 +89,8 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = LoopManager()
+
     class Meta:
         ordering = ("-created_at", "-id")
         indexes = [
@@ -141,6 +147,8 @@ class WebhookEndpoint(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = LoopManager()
+
     class Meta:
         ordering = ("-created_at", "-id")
         indexes = [models.Index(fields=["owner", "-created_at", "-id"], name="webhooks_owner_created_idx")]
@@ -174,6 +182,8 @@ class WebhookDelivery(models.Model):
     # Set while a worker is sending it: another copy of the task leaves it alone until then.
     locked_until = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LoopManager()
 
     class Meta:
         ordering = ("-created_at", "-id")

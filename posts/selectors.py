@@ -17,7 +17,6 @@ from core.errors import InvalidInput, NotFound
 from core.pagination import PageParams, paginate, pagination_meta
 from core.params import MAX_OBJECT_ID
 from core.renderers import iso_utc
-from fastpath import db as adb
 from posts import cache as posts_cache
 from posts.models import Job, Post, PostStatus, WebhookDelivery, WebhookEndpoint
 
@@ -77,16 +76,12 @@ def can_change(viewer, *, author_id: int) -> bool:
 # --- one post --------------------------------------------------------------------------------------------
 
 
-# Compiled once, run on the event loop (fastpath/db.py).
-_post_by_id = adb.Prepared(lambda post_id: Post.objects.filter(pk=post_id).values(*_COLUMNS)[:1])
-
-
 async def post_get_visible(*, viewer, post_id: int) -> dict:
     snapshot = await posts_cache.detail_get(post_id)
     if snapshot == posts_cache.DELETED:
         raise NotFound("No such post.")
     if snapshot is None:
-        row = await _post_by_id.first(post_id)
+        row = await Post.objects.filter(pk=post_id).values(*_COLUMNS).afirst()
         if row is None:
             raise NotFound("No such post.")
         snapshot = _snapshot(row)
@@ -124,20 +119,6 @@ def _scope(viewer, *, author_id: int | None, status: str | None) -> _Scope | Non
     return _Scope(Q(status=PostStatus.PUBLISHED) | Q(author_id=me), public=False)
 
 
-# Everyone's unfiltered lists (the most read pages), compiled once (fastpath/db.py): the scope `_scope` gives an
-# anonymous caller with no filter, ordered and sliced as below.
-_PUBLISHED = Q(status=PostStatus.PUBLISHED)
-_published_page = adb.Prepared(
-    lambda offset, limit: (
-        Post.objects.filter(_PUBLISHED).order_by(*_NEWEST_FIRST).values(*_COLUMNS)[offset : offset + limit]
-    ),
-    arity=2,
-)
-_published_first = adb.Prepared(
-    lambda limit: Post.objects.filter(_PUBLISHED).order_by(*_NEWEST_FIRST).values(*_COLUMNS)[:limit]
-)
-
-
 def _matching(scope: _Scope, search: str | None):
     posts = Post.objects.filter(scope.where)
     if search:
@@ -153,10 +134,10 @@ async def _total(posts, *, count_key: tuple) -> int:
     if cached is not None:
         return cached
     limit = settings.POSTS_EXACT_COUNT_LIMIT
-    total = await adb.count(posts.order_by()[: limit + 1])
+    total = await posts.order_by()[: limit + 1].acount()
     if total <= limit:
         return total
-    total = await adb.count(posts.order_by())
+    total = await posts.order_by().acount()
     await posts_cache.large_count_fill(count_key, total)
     return total
 
@@ -180,13 +161,8 @@ async def post_page(
             return cached
     posts = _matching(scope, search)
     total = await _total(posts, count_key=(str(scope.where), search))
-    if scope.where == _PUBLISHED and not search:
-        found = await _published_page.values(params.offset, params.per_page)
-    else:
-        found = await adb.values(
-            posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[params.offset : params.offset + params.per_page]
-        )
-    page = {"items": [_snapshot(row) for row in found], "pagination": pagination_meta(params, total)}
+    rows = posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[params.offset : params.offset + params.per_page]
+    page = {"items": [_snapshot(row) async for row in rows], "pagination": pagination_meta(params, total)}
     if cache_key is not None:
         await posts_cache.list_fill(cache_key, page)
     return page
@@ -247,11 +223,7 @@ async def post_cursor_page(
         posts = posts.filter(created_at__lte=created_at).filter(
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=post_id)
         )
-    if scope.where == _PUBLISHED and not search and position is None:
-        found = await _published_first.values(limit + 1)
-    else:
-        found = await adb.values(posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[: limit + 1])
-    items = [_snapshot(row) for row in found]
+    items = [_snapshot(row) async for row in posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[: limit + 1]]
     page = {"items": items[:limit], "next_cursor": _cursor_for(items[limit - 1]) if len(items) > limit else None}
     if cache_key is not None:
         await posts_cache.list_fill(cache_key, page)

@@ -11,6 +11,7 @@ from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connection
 
+from tests.asgi_client import ASGIClient, ServingLoop
 from tests.helpers import ServerProcess, clean_env
 
 DEFAULT_PASSWORD = "correct horse battery staple"
@@ -48,6 +49,48 @@ def django_db_setup(django_db_setup, django_db_blocker):
             connection.ensure_connection()
         except Exception as exc:  # any driver error means the same thing here
             pytest.exit(f"PostgreSQL is unreachable via DATABASE_URL: {exc}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def serving_loop(django_db_setup):
+    """The event loop that serves the test clients' API requests, as a server process' loop serves its own. Closed
+    (with its pool's connections) before the test database is dropped."""
+    loop = ServingLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def client(serving_loop):
+    """Django's test client, with /api/ requests through the project's ASGI application (tests/asgi_client.py):
+    tests that use it commit their data."""
+    return ASGIClient(serving_loop)
+
+
+@pytest.fixture
+def count_statements():
+    """`with count_statements() as counted: ...; counted.total`: the SQL statements run meanwhile on the default
+    database by this process, on Django's connections and the event loop's pool alike (django-prometheus' series,
+    which both feed), whichever thread ran them."""
+    from contextlib import contextmanager
+
+    from prometheus_client import REGISTRY
+
+    def executed() -> float:
+        labels = {"alias": "default", "vendor": "postgresql"}
+        return REGISTRY.get_sample_value("django_db_execute_total", labels) or 0.0
+
+    class Counted:
+        total = 0
+
+    @contextmanager
+    def counting():
+        counted = Counted()
+        before = executed()
+        yield counted
+        counted.total = int(executed() - before)
+
+    return counting
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +143,9 @@ def child_process_env(**overrides: str) -> dict[str, str]:
     database = settings.DATABASES["default"]
     credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
     url = f"postgresql://{credentials}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-    return clean_env(DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, LOG_LEVEL="INFO", **overrides)
+    # The speed layer as this run has it: the suite runs once with it on and, in part, once with it off.
+    fast_path = {"FAST_PATH": str(settings.FAST_PATH).lower(), "FAST_PATH_CHECK_BODIES": "true"}
+    return clean_env(DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, LOG_LEVEL="INFO", **{**fast_path, **overrides})
 
 
 @pytest.fixture

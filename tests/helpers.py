@@ -49,6 +49,7 @@ def clean_env(**overrides: str) -> dict[str, str]:
         "EXPORT_",
         "WEBHOOK_",
         "DEFAULT_FROM_EMAIL",
+        "FAST_PATH",
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith(project_prefixes)}
     env.update(overrides)

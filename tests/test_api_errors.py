@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REGISTER = "/api/v1/auth/register"
 

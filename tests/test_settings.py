@@ -70,8 +70,9 @@ def test_postgresql_url_uses_the_native_pool_without_persistent_connections():
 
 def test_redis_url_drives_cache_channel_layer_and_broker():
     loaded = load_settings(REDIS_URL="redis://cache:6379/2")
-    # django-redis, through django-prometheus' subclass that counts hits and misses.
-    assert loaded["cache"] == "django_prometheus.cache.backends.redis.RedisCache"
+    # django-redis, through django-prometheus' subclass that counts hits and misses (with the speed layer on, its
+    # subclass whose async calls run on the event loop: tests/fastpath/test_switch.py).
+    assert loaded["cache"] == "fastpath.cache.RedisCache"
     assert loaded["cache_is_django_redis"] is True
     assert loaded["cache_location"] == "redis://cache:6379/2"
     assert loaded["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"

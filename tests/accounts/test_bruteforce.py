@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import DEFAULT_PASSWORD
 from tests.helpers import http_json
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "/api/v1/auth/token"
 CLOSED_PORT_REDIS = "redis://127.0.0.1:1/0"

@@ -10,7 +10,7 @@ import pytest
 
 from accounts.services import user_deactivate, user_log_out_everywhere
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 ME = "/api/v1/users/me"
 REFRESH = "/api/v1/auth/refresh"

@@ -174,7 +174,7 @@ def limits(*, read=(100, 60), write=(10, 20), auth=(20, 60)) -> dict:
     }
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_responses_carry_the_rate_limit_headers(client):
     for path in ("/api/v1/posts/", "/api/v2/posts/", "/api/v1/users/1"):
         response = client.get(path)
@@ -184,7 +184,7 @@ def test_responses_carry_the_rate_limit_headers(client):
     assert response["RateLimit-Remaining"] == "97"
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_over_the_limit_is_429_with_retry_after_and_the_contract_body(client, settings):
     settings.RATE_LIMIT_POLICIES = limits(read=(3, 60))
     statuses = [client.get("/api/v2/posts/").status_code for _ in range(3)]
@@ -202,7 +202,7 @@ def test_over_the_limit_is_429_with_retry_after_and_the_contract_body(client, se
     assert client.get("/api/v1/posts/", REMOTE_ADDR="198.51.100.9").status_code == 200
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_authenticated_clients_are_limited_per_user_not_per_address(client, settings, make_user, bearer):
     settings.RATE_LIMIT_POLICIES = limits(read=(2, 60))
     alice, bob = make_user(), make_user()
@@ -216,7 +216,7 @@ def test_authenticated_clients_are_limited_per_user_not_per_address(client, sett
     assert [client.get("/api/v1/posts/", headers=forged).status_code for _ in range(3)] == [401, 401, 429]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_writes_use_the_token_bucket(client, settings, make_user, bearer):
     settings.RATE_LIMIT_POLICIES = limits(write=(1, 3))
     headers = bearer(make_user())
@@ -232,7 +232,7 @@ def test_writes_use_the_token_bucket(client, settings, make_user, bearer):
     assert client.get("/api/v1/posts/", headers=headers).status_code == 200
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_invalid_requests_count_too(client, settings):
     settings.RATE_LIMIT_POLICIES = limits(read=(2, 60))
     assert client.get("/api/v1/posts/?per_page=0").status_code == 422
@@ -266,7 +266,7 @@ def redis_down(settings):
     settings.RATE_LIMIT_REDIS_URL = CLOSED_REDIS_PORT_URL
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_reads_fail_open_to_in_process_limits_logged_and_counted(client, settings, redis_down, caplog):
     settings.RATE_LIMIT_POLICIES = limits(read=(3, 60))
     before = fallback_count("read")
@@ -279,7 +279,7 @@ def test_reads_fail_open_to_in_process_limits_logged_and_counted(client, setting
     assert len([r for r in caplog.records if "Redis unreachable" in r.getMessage()]) == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_writes_fail_open_too(client, redis_down, make_user, bearer):
     response = client.post(
         "/api/v1/posts/", {"title": "written"}, content_type="application/json", headers=bearer(make_user())
@@ -288,7 +288,7 @@ def test_writes_fail_open_too(client, redis_down, make_user, bearer):
     assert response["RateLimit-Limit"] == "20"
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("path", "body"),
     [

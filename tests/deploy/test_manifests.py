@@ -35,6 +35,8 @@ NOT_SET_IN_KUBERNETES = {
     # One server process per web pod needs no multiprocess metrics; the worker's prefork pool does, so
     # worker.yaml sets it on that container (test_worker_metrics_are_collected_across_the_pool).
     "PROMETHEUS_MULTIPROC_DIR": "set per container, on the worker only",
+    # The test suite's check of fast response bodies: a second pydantic pass per request, never for production.
+    "FAST_PATH_CHECK_BODIES": "a test-suite check",
 }
 
 WEB_SERVICE = "backend-web"

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from posts.models import Post, PostStatus
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 V2 = "/api/v2"
 POST_OUT_V2_KEYS = {"id", "title", "body", "status", "author", "created_at", "updated_at", "excerpt"}

@@ -5,7 +5,7 @@ from redis import Redis
 
 from posts.models import PostStatus
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -57,8 +57,9 @@ class Command(BaseCommand):
             port=port,
             workers=workers,
             loop="uvloop",
-            # httptools, with each response's headers and body written to the socket at once (fastpath/http.py).
-            http=CoalescingHttpToolsProtocol,
+            # httptools; with FAST_PATH, each response's headers and body written to the socket at once
+            # (fastpath/http.py).
+            http=CoalescingHttpToolsProtocol if settings.FAST_PATH else "httptools",
             ws="websockets-sansio",
             # Frames over the limit close the socket with 1009.
             ws_max_size=settings.WEBSOCKET_MAX_MESSAGE_BYTES,

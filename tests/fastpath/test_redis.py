@@ -24,7 +24,7 @@ def sync_redis():
 
 @pytest.fixture
 def scripts():
-    return LoopScripts(settings.REDIS_URL, {"increment": INCREMENT}, timeout=1.0, max_connections=4)
+    return LoopScripts(settings.REDIS_URL, scripts={"increment": INCREMENT}, timeout=1.0, max_connections=4)
 
 
 async def test_runs_the_script_and_reuses_its_connections(scripts, sync_redis):
@@ -55,7 +55,7 @@ async def test_a_connection_closed_by_the_server_is_replaced_within_the_call(scr
 
 
 async def test_redis_down_is_a_redis_error_and_the_connection_is_not_kept():
-    unreachable = LoopScripts(CLOSED_PORT_URL, {"increment": INCREMENT}, timeout=0.5)
+    unreachable = LoopScripts(CLOSED_PORT_URL, scripts={"increment": INCREMENT}, timeout=0.5)
     with pytest.raises(RedisConnectionError):
         await unreachable.run("increment", ["t-scripts:down"], [1])
     pool = unreachable.commands._pool()
@@ -63,7 +63,7 @@ async def test_redis_down_is_a_redis_error_and_the_connection_is_not_kept():
 
 
 async def test_a_cancelled_call_leaves_no_connection_with_a_reply_in_flight(scripts, sync_redis):
-    sleeping = LoopScripts(settings.REDIS_URL, {"slow": "return redis.call('INCR', KEYS[1])"}, timeout=1.0)
+    sleeping = LoopScripts(settings.REDIS_URL, scripts={"slow": "return redis.call('INCR', KEYS[1])"}, timeout=1.0)
     call = asyncio.ensure_future(sleeping.run("slow", ["t-scripts:cancel"], []))
     await asyncio.sleep(0)
     call.cancel()

@@ -1,0 +1,62 @@
+"""Every private part of a library that the speed layer relies on, with the version it was written against.
+
+A private API (a `_name`, a method re-implemented or replaced, an internal's exact behaviour) can change in any
+release. The system check below (fastpath/checks.py) refuses to start with FAST_PATH on when an installed version
+differs from the one listed here: after an upgrade, read each listed use against the new version's code, run the
+suite (with the layer on and off), then update the version here. FAST_PATH=false runs none of it.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PrivateUse:
+    distribution: str  # as pip names it
+    version: str
+    where: str
+    what: str
+
+
+PRIVATE_USES = (
+    PrivateUse(
+        "Django",
+        "5.2.19",
+        "fastpath/db.py",
+        "QuerySet._chain/_iterable_class/_prefetch_related_lookups/_result_cache; SQLCompiler.as_sql and results_iter "
+        "fed prefetched rows through Query.get_compiler replaced on a clone; Model iterables' compiler protocol",
+    ),
+    PrivateUse(
+        "Django",
+        "5.2.19",
+        "fastpath/asgi.py",
+        "ASGIHandler.handle re-implemented (read_body, create_request, run_get_response, send_response, "
+        "listen_for_disconnect); HttpResponseBase._resource_closers; Signal._live_receivers; base.reset_urlconf",
+    ),
+    PrivateUse(
+        "Django",
+        "5.2.19",
+        "fastpath/middleware.py",
+        "MiddlewareMixin.__acall__ overridden; request._messages; SimpleLazyObject._wrapped",
+    ),
+    PrivateUse(
+        "django-ninja",
+        "1.7.1",
+        "fastpath/responses.py",
+        "Operation._result_to_response replaced per operation; response_models' 'response' field",
+    ),
+    PrivateUse("django-ninja", "1.7.1", "config/api.py", "Operation._create_response_model (429/503 documented)"),
+    PrivateUse("channels", "4.3.2", "fastpath/channels.py", "AsyncConsumer.dispatch replaced"),
+    PrivateUse(
+        "uvicorn",
+        "0.54.0",
+        "fastpath/http.py",
+        "HttpToolsProtocol.connection_made and handle_websocket_upgrade with a wrapped transport",
+    ),
+    PrivateUse(
+        "redis",
+        "8.1.0",
+        "fastpath/redis.py",
+        "asyncio Connection._writer, pack_command, read_response, connect_check_health",
+    ),
+    PrivateUse("django-redis", "7.0.0", "fastpath/cache.py", "DefaultClient.make_key/encode/decode"),
+)

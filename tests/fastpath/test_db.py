@@ -1,0 +1,158 @@
+"""fastpath.db: the async ORM's reads on the event loop's pool give exactly what Django's own async ORM gives.
+
+Each test marks its loop as one that serves (what the layer's ASGI application does for a server's loop), compares
+the layer's answer with the ORM's (read in the test's thread), and checks on the pool's own counter that the read
+did run there, or, where the layer must step aside, that it did not.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import DataError
+
+from accounts.models import User
+from accounts.selectors import PUBLIC_USER_FIELDS
+from chat.models import Message, Room
+from fastpath import db as loop_db
+from posts.models import Post, PostStatus
+from posts.selectors import _COLUMNS, _NEWEST_FIRST
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=[True, False], ids=["server-bound", "client-bound"])
+async def serving(request, settings):
+    """This test's loop as a server's, with statements bound by the server (psycopg prepares the frequent ones) or
+    by the client as Django binds them."""
+    settings.DB_PREPARED_STATEMENTS = request.param
+    loop_db.serve_on_this_loop()
+    yield
+    await loop_db.close_pool()
+
+
+def pool_requests() -> int:
+    import asyncio
+
+    pool = loop_db._serving.get(asyncio.get_running_loop())
+    return 0 if pool is None else pool.get_stats().get("requests_num", 0)
+
+
+@pytest.fixture
+def seeded() -> dict:
+    author = User.objects.create_user(username="loop-author", email="a@example.com", display_name="Lööp Author")
+    other = User.objects.create_user(username="loop-other", email="o@example.com")
+    created = datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=UTC)
+    posts = Post.objects.bulk_create(
+        Post(author=author, title=f"p{i}", body="é" * (i + 1), status=PostStatus.PUBLISHED, created_at=created)
+        for i in range(3)
+    )
+    Post.objects.create(author=other, title="draft", status=PostStatus.DRAFT)
+    # One timestamp without microseconds, one far from today.
+    Post.objects.filter(pk=posts[1].pk).update(created_at=datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    Post.objects.filter(pk=posts[2].pk).update(updated_at=created + timedelta(days=3650))
+    room = Room.objects.create(slug="general", name="General")
+    Message.objects.bulk_create(
+        Message(room=room, user=author, text=f"m{i}", client_id=f"00000000-0000-0000-0000-00000000000{i}")
+        for i in range(3)
+    )
+    return {"author": author, "other": other, "room": room}
+
+
+def orm(build):
+    """What the ORM gives for a queryset (evaluated in a thread, on Django's own connection)."""
+    return sync_to_async(lambda: build())()
+
+
+def fields_of(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+async def test_values_rows_and_their_types_are_the_orm_s(seeded, serving):
+    author_id = seeded["author"].pk
+    expected = await orm(
+        lambda: list(Post.objects.filter(author_id=author_id).order_by(*_NEWEST_FIRST).values(*_COLUMNS))
+    )
+    before = pool_requests()
+    rows = [row async for row in Post.objects.filter(author_id=author_id).order_by(*_NEWEST_FIRST).values(*_COLUMNS)]
+    assert pool_requests() == before + 1
+    assert rows == expected
+    assert [[type(value) for value in row.values()] for row in rows] == [
+        [type(value) for value in row.values()] for row in expected
+    ]
+    assert all(row["created_at"].tzinfo is UTC for row in rows)
+
+
+async def test_model_instances_with_select_related_are_the_orm_s(seeded, serving):
+    expected = await orm(lambda: list(Post.objects.select_related("author").order_by("id")))
+    found = [post async for post in Post.objects.select_related("author").order_by("id")]
+    assert [fields_of(post) for post in found] == [fields_of(post) for post in expected]
+    assert [fields_of(post.author) for post in found] == [fields_of(post.author) for post in expected]
+    assert all(post._state.db == "default" and not post._state.adding for post in found)
+
+
+async def test_values_list_flat_and_related_managers(seeded, serving):
+    room = seeded["room"]
+    expected = await orm(lambda: list(room.messages.order_by("-id").values_list("id", flat=True)))
+    assert [pk async for pk in room.messages.order_by("-id").values_list("id", flat=True)] == expected
+    assert await room.messages.order_by("-id").values_list("id", flat=True).afirst() == expected[0]
+    pairs = await orm(lambda: list(Message.objects.values_list("id", "text").order_by("id")))
+    assert [pair async for pair in Message.objects.values_list("id", "text").order_by("id")] == pairs
+
+
+async def test_aget_afirst_acount_aexists(seeded, serving):
+    author = seeded["author"]
+    user = await User.objects.aget(pk=author.pk)
+    assert fields_of(user) == fields_of(author)
+    with pytest.raises(User.DoesNotExist):
+        await User.objects.aget(pk=10**12)
+    with pytest.raises(User.MultipleObjectsReturned):
+        await User.objects.aget(username__startswith="loop-")
+    row = await User.objects.filter(pk=author.pk).values(*PUBLIC_USER_FIELDS).afirst()
+    assert row == await orm(lambda: User.objects.filter(pk=author.pk).values(*PUBLIC_USER_FIELDS).first())
+    # Unordered: by primary key, as QuerySet.first() does.
+    assert (await User.objects.filter(username__startswith="loop-").afirst()).pk == min(author.pk, seeded["other"].pk)
+    assert await Post.objects.filter(pk=10**12).afirst() is None
+    published = Post.objects.filter(status=PostStatus.PUBLISHED)
+    assert await published.acount() == 3
+    assert await published.aexists()
+    assert not await Post.objects.filter(title="nothing").aexists()
+
+
+async def test_a_query_that_cannot_match_costs_no_round_trip(seeded, serving):
+    before = pool_requests()
+    assert [post async for post in Post.objects.filter(pk__in=[])] == []
+    assert await Post.objects.filter(pk__in=[]).acount() == 0
+    assert pool_requests() == before
+
+
+async def test_what_the_layer_does_not_reproduce_goes_to_django(seeded, serving):
+    author_id = seeded["author"].pk
+    before = pool_requests()
+    # prefetch_related, a sliced or distinct count: Django's own async methods.
+    authors = [user async for user in User.objects.filter(pk=author_id).prefetch_related("posts")]
+    assert len(authors[0].posts.all()) == 3
+    assert await Post.objects.order_by("id")[:2].acount() == 2
+    assert await Post.objects.values("author_id").distinct().acount() == 2
+    assert pool_requests() == before
+
+
+async def test_without_a_serving_loop_or_with_the_layer_off_reads_take_django_s_path(seeded, settings):
+    # No serve_on_this_loop(): this loop is one a test (or async_to_sync) made, so no pool is opened for it.
+    assert await Post.objects.acount() == 4
+    assert pool_requests() == 0
+    loop_db.serve_on_this_loop()
+    settings.FAST_PATH = False
+    try:
+        assert await Post.objects.acount() == 4
+        assert pool_requests() == 0
+    finally:
+        await loop_db.close_pool()
+
+
+async def test_driver_errors_come_out_as_django_s(seeded, serving):
+    before = pool_requests()
+    with pytest.raises(DataError):
+        # PostgreSQL refuses it at run time (division by zero): Django's DataError, as from the ORM's own path.
+        [post async for post in Post.objects.extra(where=["1 / (id - id) = 1"])]
+    assert pool_requests() == before + 1
