@@ -19,6 +19,15 @@ measured, not refused; the limiter itself still runs on every request.
 Needs wrk (Debian package `wrk`), PostgreSQL (BENCH_PG, default postgresql://postgres@127.0.0.1:5432: the
 databases bench_project and bench_peer are recreated) and Redis (BENCH_REDIS_URL, default
 redis://127.0.0.1:6379/9: flushed). The peer's packages go into bench/.venv-peer (bench/requirements-peer.txt).
+
+`--baseline REF` measures an older commit beside the work tree, to tell a change's effect from the machine's:
+REF is checked out into a detached `git worktree` in the run's temporary directory (removed at the end) and
+served exactly as the project, same Python, environment, databases and Redis, as two more targets, "base-on"
+and "base-off", in the same alternating rounds. Only its cache keys get a prefix of their own, so that neither
+commit reads entries the other wrote. RESULTS.md then has a section "Against the baseline": new/base req/s
+per row, within 5 % or not.
+
+    .venv/bin/python bench/bench.py --baseline HEAD~3 --rows post,user --no-write
 """
 
 import argparse
@@ -35,7 +44,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,7 +63,11 @@ PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 PROJECT_DB = "bench_project"
 PEER_DB = "bench_peer"
-PORTS = {"on": 8201, "off": 8202, "peer": 8203}
+PORTS = {"on": 8201, "off": 8202, "peer": 8203, "base-on": 8204, "base-off": 8205}
+# The baseline's targets (--baseline) and the project target each one is compared with.
+BASELINE = {"base-on": "on", "base-off": "off"}
+# New/base req/s at or above this counts as no slower than the baseline: this machine's noise is a few percent.
+BASELINE_TOLERANCE = 0.95
 # Per server process: the project's Django pool (DB_POOL_MAX, its default) and the peer's SQLAlchemy pool
 # (pool_size=20 + max_overflow=10, fixed in its app.py).
 PROJECT_POOL_MIN, PROJECT_POOL_MAX = 2, 10
@@ -76,6 +90,12 @@ class Row:
     peer_paths: str | None
     method: str = "GET"
     targets: tuple = ("on", "off", "peer")
+
+    def with_baseline(self) -> "Row":
+        """The baseline measured wherever the project is, in the same alternating rounds."""
+        if not {"on", "off"} & set(self.targets):
+            return self
+        return replace(self, targets=(*self.targets, *(base for base, new in BASELINE.items() if new in self.targets)))
 
 
 ROWS = [
@@ -179,11 +199,11 @@ def get_json(url: str, headers: dict | None = None, data: bytes | None = None):
         return response.status, orjson.loads(response.read())
 
 
-def wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 60, name: str = "") -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"server for {url} exited with {process.returncode}; rerun with --server-log to see why")
+            sys.exit(f"server {name} for {url} exited with {process.returncode}; rerun with --server-log to see why")
         with contextlib.suppress(OSError, ValueError):
             get_json(url)
             return
@@ -194,6 +214,30 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
 def port_free(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def git(*arguments: str) -> str:
+    completed = subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, text=True)
+    if completed.returncode != 0:
+        sys.exit(f"failed: git {' '.join(arguments)}\n{completed.stderr.strip()}")
+    return completed.stdout.strip()
+
+
+@contextlib.contextmanager
+def baseline_worktree(commit: str, workdir: Path) -> Iterator[Path]:
+    """The old code in a checkout of its own: the work tree and its index are left as they are, and the
+    checkout is removed however the run ends (error, Ctrl-C, SIGTERM)."""
+    path = workdir / "baseline"
+    try:
+        log(f"checking out the baseline {commit[:10]} into {path}")
+        git("worktree", "add", "--detach", str(path), commit)
+        yield path
+    finally:
+        removed = subprocess.run(
+            ["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, capture_output=True, text=True
+        )
+        if removed.returncode != 0 and path.exists():
+            log(f"could not remove the worktree {path}: {removed.stderr.strip()}; run `git worktree prune` later")
 
 
 # --- the two apps -------------------------------------------------------------------------------------------
@@ -264,26 +308,39 @@ def seed(users: int, posts_per_user: int, peer_python: Path) -> None:
     log(f"seeded {users} users and {users * posts_per_user} posts in each app ({time.monotonic() - started:.0f} s)")
 
 
-def start_servers(args, peer_python: Path, workdir: Path) -> dict[str, subprocess.Popen]:
-    for port in PORTS.values():
-        if not port_free(port):
-            sys.exit(f"port {port} is in use")
+def start_servers(args, peer_python: Path, workdir: Path, baseline: Path | None) -> dict[str, subprocess.Popen]:
+    # Target -> the tree it is served from; the baseline's exactly like the project's, from its worktree.
+    project = {"on": ROOT, "off": ROOT}
+    if baseline is not None:
+        project |= dict.fromkeys(BASELINE, baseline)
+    for target in (*project, "peer"):
+        if not port_free(PORTS[target]):
+            sys.exit(f"port {PORTS[target]} ({target}) is in use")
     servers = {}
-    for cache in ("on", "off"):
-        multiproc = None
-        if args.workers > 1:
-            multiproc = workdir / f"metrics-{cache}"
-            multiproc.mkdir()
-        command = [PYTHON, "manage.py", "serve", "--port", str(PORTS[cache]), "--workers", str(args.workers)]
-        servers[cache] = spawn(command, project_env(cache, args.workers, multiproc), ROOT, args, f"project-{cache}")
-    peer_command = [
-        str(peer_python), "-m", "uvicorn", "app:app", "--port", str(PORTS["peer"]), "--workers", str(args.workers),
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    servers["peer"] = spawn(peer_command, peer_env(args.users, args.posts_per_user), PEER_APP_DIR, args, "peer")
-    for cache in ("on", "off"):
-        wait_for(f"http://127.0.0.1:{PORTS[cache]}/health", servers[cache])
-    wait_for(f"http://127.0.0.1:{PORTS['peer']}/users/1", servers["peer"])
+    try:
+        for target, cwd in project.items():
+            cache = BASELINE.get(target, target)
+            multiproc = None
+            if args.workers > 1:
+                multiproc = workdir / f"metrics-{target}"
+                multiproc.mkdir()
+            env = project_env(cache, args.workers, multiproc)
+            if target in BASELINE:
+                env["CACHE_KEY_PREFIX"] = f"{env.get('CACHE_KEY_PREFIX', 'app')}-baseline"
+            command = [PYTHON, "manage.py", "serve", "--port", str(PORTS[target]), "--workers", str(args.workers)]
+            servers[target] = spawn(command, env, cwd, args, f"project-{target}")
+        peer_command = [
+            str(peer_python), "-m", "uvicorn", "app:app", "--port", str(PORTS["peer"]), "--workers", str(args.workers),
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+        servers["peer"] = spawn(peer_command, peer_env(args.users, args.posts_per_user), PEER_APP_DIR, args, "peer")
+        for target in project:
+            wait_for(f"http://127.0.0.1:{PORTS[target]}/health", servers[target], name=target)
+        wait_for(f"http://127.0.0.1:{PORTS['peer']}/users/1", servers["peer"], name="peer")
+    except BaseException:
+        # One server that does not come up must not leave the others running.
+        stop_servers(servers)
+        raise
     return servers
 
 
@@ -477,6 +534,9 @@ def main() -> None:
     parser.add_argument("--output", default=str(BENCH / "RESULTS.md"))
     parser.add_argument("--server-log", help="write the servers' output next to this path instead of discarding it")
     parser.add_argument("--hold", action="store_true", help="after seeding, keep the servers up until Ctrl-C")
+    parser.add_argument(
+        "--baseline", metavar="REF", help="also serve this git ref (a commit, HEAD~3) and compare the project with it"
+    )
     args = parser.parse_args()
     args.users, args.posts_per_user = (5000, 40) if args.large else (1000, 20)
     args.load_before = os.getloadavg()[0]
@@ -484,16 +544,31 @@ def main() -> None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     wanted = set(args.rows.split(","))
     rows = [row for row in ROWS if row.key in wanted]
+    args.baseline_commit = None
+    if args.baseline:
+        # Resolved once, before anything runs: a mistyped ref fails here, and a branch that moves during the run
+        # does not change what is measured.
+        args.baseline_commit = git("rev-parse", "--verify", f"{args.baseline}^{{commit}}")
+        args.baseline_short = git("rev-parse", "--short", args.baseline_commit)
+        rows = [row.with_baseline() for row in rows]
+    # SIGTERM unwinds like Ctrl-C: the servers are stopped and the baseline's worktree removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     started = time.monotonic()
     peer_python = ensure_peer_venv()
     if not args.skip_seed:
         seed(args.users, args.posts_per_user, peer_python)
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workdir = Path(tmp)
-        servers = start_servers(args, peer_python, workdir)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        baseline = None
+        if args.baseline_commit:
+            baseline = stack.enter_context(baseline_worktree(args.baseline_commit, workdir))
+        servers = start_servers(args, peer_python, workdir, baseline)
         try:
-            log(f"servers up: project {servers['on'].pid}/{servers['off'].pid}, peer {servers['peer'].pid}")
+            log(
+                "servers up: "
+                + ", ".join(f"{target} {process.pid} (:{PORTS[target]})" for target, process in servers.items())
+            )
             if args.hold:
                 log("holding; Ctrl-C stops the servers")
                 with contextlib.suppress(KeyboardInterrupt):
@@ -514,7 +589,7 @@ def main() -> None:
                         result = wrk(PORTS[target], scripts[target], args.seconds, args)
                         cells.setdefault((row.key, target), Cell()).runs.append(result)
                         log(
-                            f"{row.key:7} {target:5} #{repeat + 1}: {result.requests_per_second:8.0f} req/s "
+                            f"{row.key:7} {target:8} #{repeat + 1}: {result.requests_per_second:8.0f} req/s "
                             f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:7.2f} ms "
                             f"errors {result.errors + result.non_2xx}"
                         )
@@ -536,8 +611,16 @@ def main() -> None:
 
 def render(args, rows, cells, sampler, waves, elapsed: float) -> str:
     workers = args.workers
+    names = {"on": "project, cache on", "off": "project, cache off", "peer": "peer"}
+    if args.baseline_commit:
+        names |= {base: f"baseline ({args.baseline_short}), cache {new}" for base, new in BASELINE.items()}
+    # In running text, where the table's names would read as two items each.
+    short = {"on": "project (cache on)", "off": "project (cache off)", "peer": "peer"}
+    short |= {base: f"baseline (cache {new})" for base, new in BASELINE.items()}
+    order = list(dict.fromkeys(target for row in rows for target in row.targets))
     lines = [
-        "# Benchmark: the project against the FastAPI peer",
+        "# Benchmark: the project against the FastAPI peer"
+        + (f" and the baseline {args.baseline_short}" if args.baseline_commit else ""),
         "",
         f"One run of `{' '.join(['bench/bench.py', *sys.argv[1:]])}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} cores, load average {args.load_before:.2f} when it started; it took {elapsed:.0f} s.",
@@ -547,10 +630,10 @@ def render(args, rows, cells, sampler, waves, elapsed: float) -> str:
         f"- Servers: {workers} worker process(es) each. Project: `manage.py serve` (uvicorn, uvloop, httptools), "
         "`DJANGO_DEBUG=false`, JSON access log at INFO, Redis for cache and rate limiter; per process two psycopg "
         f"pools of min {PROJECT_POOL_MIN} / max {PROJECT_POOL_MAX} (`DB_POOL_MIN`/`DB_POOL_MAX`): Django's (writes, "
-        "authentication) and the event loop's for reads (`core/adb.py`). Peer: `uvicorn app:app` with uvloop and "
+        "authentication) and the event loop's for reads (`fastpath/db.py`). Peer: `uvicorn app:app` with uvloop and "
         f"httptools, SQLAlchemy async pool 20 + overflow 10 (max {PEER_POOL_MAX}) per process.",
         f"- Load: `wrk -t{args.threads} -c{args.connections}`, {args.seconds:g} s rounds after a {args.warmup:g} s "
-        f"warm-up, {args.repeats} rounds per target alternating project (cache on), project (cache off), peer; "
+        f"warm-up, {args.repeats} rounds per target alternating {', '.join(short[target] for target in order)}; "
         "ids rotate over 1,000 rows. Requests carry `X-Forwarded-Proto: https` (the TLS proxy of production).",
         "- **Rate limits raised for the run** (`RATE_LIMIT_READ_LIMIT`, `RATE_LIMIT_WRITE_RATE`/`_BURST`, "
         f"`RATE_LIMIT_AUTH_LIMIT` = {int(UNLIMITED):,}): one wrk address would otherwise be refused after 100 "
@@ -562,11 +645,18 @@ def render(args, rows, cells, sampler, waves, elapsed: float) -> str:
         "- v2 against v1 with the cache on: both pages are cache hits of the same work (the list generation and the "
         "page from Redis, 20 posts rendered), so a few percent either way is this machine's noise; from the database "
         "v2 reads no total.",
+    ]
+    if args.baseline_commit:
+        lines.append(
+            f"- Baseline: `{args.baseline}` = commit `{args.baseline_commit[:12]}`, checked out into a detached git "
+            "worktree and served from it like the project (same Python, environment, databases and Redis; its cache "
+            "keys under a prefix of their own), cache on and off, in the same alternating rounds."
+        )
+    lines += [
         "",
         "| endpoint | app | req/s | p50 ms | p99 ms | p99/p50 | errors | project/peer |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    names = {"on": "project, cache on", "off": "project, cache off", "peer": "peer"}
     for row in rows:
         peer = cells.get((row.key, "peer"))
         for target in row.targets:
@@ -577,29 +667,38 @@ def render(args, rows, cells, sampler, waves, elapsed: float) -> str:
                 f"{cell.p50:.2f} | {cell.p99:.2f} | {cell.p99 / cell.p50:.1f} | {cell.errors} | {ratio} |"
             )
     lines += ["", "## Goals", ""]
-    lines += goals(rows, cells)
-    # Per process two pools of DB_POOL_MAX each: Django's (writes, authentication) and core/adb.py's (reads).
-    project_limit = 2 * workers * 2 * PROJECT_POOL_MAX
+    # The goals are the project's; the baseline's cells only serve the comparison below.
+    lines += goals(rows, {key: cell for key, cell in cells.items() if key[1] not in BASELINE})
+    if args.baseline_commit:
+        lines += ["", f"## Against the baseline ({args.baseline_short})", ""]
+        lines += against_baseline(rows, cells)
+    # Per process two pools of DB_POOL_MAX each: Django's (writes, authentication) and fastpath/db.py's (reads).
+    # The baseline's servers use the same database: they count towards its connections and its limit.
+    project_servers = [target for target in sampler.servers if target != "peer"]
+    # The project's servers by their cache mode, the baseline's after them.
+    server = {"on": "cache on", "off": "cache off"} | {base: f"baseline cache {new}" for base, new in BASELINE.items()}
+    servers_named = ", ".join(server[target] for target in project_servers)
+    project_limit = len(project_servers) * workers * 2 * PROJECT_POOL_MAX
     peer_limit = workers * PEER_POOL_MAX
     lines += [
         "",
         "## Connections and memory",
         "",
-        "| | project (2 servers: cache on, cache off) | peer |",
+        f"| | project ({len(project_servers)} servers: {servers_named}) | peer |",
         "|---|---:|---:|",
         f"| PostgreSQL connections, peak during the run | {sampler.peak_connections[PROJECT_DB]} | "
         f"{sampler.peak_connections[PEER_DB]} |",
-        f"| limit: servers x workers x pools x pool max | {project_limit} (2 x {workers} x 2 x {PROJECT_POOL_MAX}) | "
-        f"{peer_limit} ({workers} x {PEER_POOL_MAX}) |",
+        f"| limit: servers x workers x pools x pool max | {project_limit} ({len(project_servers)} x {workers} x 2 x "
+        f"{PROJECT_POOL_MAX}) | {peer_limit} ({workers} x {PEER_POOL_MAX}) |",
     ]
     for index, counts in enumerate(waves, 1):
         lines.append(f"| held 1 s after load wave {index} of 3 | {counts[PROJECT_DB]} | {counts[PEER_DB]} |")
     leak = any(w[PROJECT_DB] > waves[0][PROJECT_DB] or w[PEER_DB] > waves[0][PEER_DB] for w in waves[1:])
     over = sampler.peak_connections[PROJECT_DB] > project_limit
+    memory = ", ".join(f"{server[target]} {sampler.peak_rss_kib[target] / 1024:.0f} MiB" for target in project_servers)
     lines += [
-        f"| peak resident memory of the server (all its processes) | cache on {sampler.peak_rss_kib['on'] / 1024:.0f}"
-        f" MiB, cache off {sampler.peak_rss_kib['off'] / 1024:.0f} MiB | {sampler.peak_rss_kib['peer'] / 1024:.0f} "
-        "MiB |",
+        f"| peak resident memory of the server (all its processes) | {memory} | "
+        f"{sampler.peak_rss_kib['peer'] / 1024:.0f} MiB |",
         "",
         f"Connection leak after three waves: **{'yes' if leak else 'no'}** (held connections "
         f"{'grew' if leak else 'did not grow'} from wave to wave); the project "
@@ -638,6 +737,37 @@ def goals(rows, cells) -> list[str]:
     )
     errors = sum(c.errors for c in project_cells)
     lines.append(f"- no errors (project): {'met' if errors == 0 else f'**not met** ({errors})'}")
+    return lines
+
+
+def against_baseline(rows, cells) -> list[str]:
+    """New/base req/s of each row, cache on and off: the change's effect, with the machine's drift in both."""
+    lines = [
+        f"New/base: the project's req/s over the baseline's in the same rounds; within 5 %: new/base >= "
+        f"{BASELINE_TOLERANCE}.",
+        "",
+        "| endpoint | cache on: new/base | within 5 % | cache off: new/base | within 5 % |",
+        "|---|---:|:---:|---:|:---:|",
+    ]
+    slower = []
+    for row in rows:
+        columns = []
+        for base, new in BASELINE.items():
+            if (row.key, new) not in cells or (row.key, base) not in cells:
+                columns += ["", ""]
+                continue
+            new_rps, base_rps = cells[(row.key, new)].rps, cells[(row.key, base)].rps
+            ratio = new_rps / base_rps
+            within = ratio >= BASELINE_TOLERANCE
+            if not within:
+                slower.append(f"{row.key} (cache {new}, {ratio:.2f}x)")
+            columns += [f"{ratio:.2f}x ({new_rps:,.0f} / {base_rps:,.0f})", "yes" if within else "**no**"]
+        if any(columns):
+            lines.append(f"| {row.label} | {' | '.join(columns)} |")
+    lines += [
+        "",
+        f"- every row within 5 % of the baseline: {'met' if not slower else '**not met**: ' + ', '.join(slower)}",
+    ]
     return lines
 
 

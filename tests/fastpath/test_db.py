@@ -119,6 +119,25 @@ async def test_aget_afirst_acount_aexists(seeded, serving):
     assert not await Post.objects.filter(title="nothing").aexists()
 
 
+async def test_queries_of_one_shape_compile_once_and_keep_their_own_parameters(seeded, serving):
+    loop_db._compiled.clear()
+    posts = await orm(lambda: list(Post.objects.order_by("id")))
+    for post in posts:
+        found = await Post.objects.filter(pk=post.pk).values(*_COLUMNS).afirst()
+        assert found["id"] == post.pk and found["title"] == post.title
+    assert len(loop_db._compiled) == 1
+    # Same lookups, other SQL: an IN list's duplicates collapse, a search escapes its wildcards.
+    a, b, c = (post.pk for post in posts[:3])
+    for ids in ([a, a, b], [a, b, c], [c]):
+        assert sorted([post.pk async for post in Post.objects.filter(pk__in=ids)]) == sorted(set(ids))
+    for search, expected in (("p%", 0), ("p", 3), ("P1", 1), ("_1", 0)):
+        assert await Post.objects.filter(title__icontains=search).acount() == expected
+    # Every page of one listing is its own statement (LIMIT and OFFSET are written into it), each right.
+    for offset in range(3):
+        page = [post.pk async for post in Post.objects.order_by("id")[offset : offset + 1]]
+        assert page == [posts[offset].pk]
+
+
 async def test_a_query_that_cannot_match_costs_no_round_trip(seeded, serving):
     before = pool_requests()
     assert [post async for post in Post.objects.filter(pk__in=[])] == []
