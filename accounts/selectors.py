@@ -12,6 +12,10 @@ def _active_users():
     return User.objects.filter(is_active=True)
 
 
+# Querysets are lazy: these are built once, and each request only adds its own filter to a copy.
+_PUBLIC_ROWS = _active_users().values(*PUBLIC_USER_FIELDS)
+
+
 async def user_public_list(*, params: PageParams) -> dict:
     return await paginate(_active_users().only(*PUBLIC_USER_FIELDS).order_by("id"), params)
 
@@ -22,7 +26,7 @@ async def user_public_get(*, user_id: int) -> dict:
     if user == accounts_cache.GONE:
         raise NotFound("No such user.")
     if user is None:
-        user = await _active_users().filter(pk=user_id).values(*PUBLIC_USER_FIELDS).afirst()
+        user = await _PUBLIC_ROWS.filter(pk=user_id).afirst()
         if user is None:
             raise NotFound("No such user.")
         await accounts_cache.profile_fill(user)

@@ -15,7 +15,8 @@ When a read runs here, and when it goes to Django's own async method instead:
   process. Loops made for one call (`async_to_sync` in a command or a task, a test's own loop) keep the ORM's path,
   so no pool is opened for a loop that is about to end.
 - The queryset is one these methods reproduce exactly: no `prefetch_related`, no `select_for_update`, no
-  combinator (`union`, ...), and for `acount`/`aexists` no distinct, grouping or slice. Anything else: Django's.
+  combinator (`union`, ...), and for `acount`/`aexists` no distinct or grouping (nor, for `aexists`, a slice).
+  Anything else: Django's.
 - Code on the event loop can never be inside `atomic()` (Django refuses transactions in async code): writes and
   the reads inside them stay in the services, in the request's thread, on Django's connection.
 
@@ -32,15 +33,23 @@ import asyncio
 import collections
 import math
 import time
+import uuid
 import weakref
-from datetime import UTC
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
+from decimal import Decimal
+from enum import Enum
 
 import psycopg
 from django.conf import settings
-from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
+from django.db.models import Q
+from django.db.models.expressions import Col
+from django.db.models.lookups import BuiltinLookup, In, Lookup, Range
 from django.db.models.query import MAX_GET_RESULTS
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE
+from django.db.models.sql.where import WhereNode
 from django_prometheus.db.metrics import errors_total, execute_total, query_duration_seconds
 from opentelemetry.trace import SpanKind
 from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
@@ -194,10 +203,10 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, params) -> list[tuple]:
     try:
         async with pool.connection() as connection:
             if settings.DB_PREPARED_STATEMENTS:
-                # Parameters bound by the server; psycopg prepares a statement once this connection has run it
-                # `prepare_threshold` times (PostgreSQL then parses and plans it once).
+                # Parameters bound by the server, the statement prepared on this connection (PostgreSQL parses and
+                # plans it once; psycopg keeps the connection's `prepared_max` most recent ones).
                 async with AsyncCursor(connection) as cursor:
-                    await cursor.execute(sql, params)
+                    await cursor.execute(sql, params, prepare=True)
                     rows = await cursor.fetchall()
             else:
                 async with connection.cursor() as cursor:
@@ -232,9 +241,9 @@ _compiled: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
 COMPILED_QUERIES_KEPT = 512
 
 
-def _shape(query, where_sql: str) -> tuple | None:
-    """What the SQL of `query` depends on besides its WHERE clause (whose SQL is part of the key), or None for a
-    query with anything this does not account for (annotations, extra(), grouping, combinators, locks, expressions
+def _shape(query, where_key: tuple) -> tuple | None:
+    """What the SQL of `query` depends on (its WHERE clause's shape given), or None for a query with anything this
+    does not account for (annotations, extra(), grouping, combinators, locks, expressions
     in the ordering, filtered relations, a subquery)."""
     if (
         query.annotations
@@ -263,7 +272,7 @@ def _shape(query, where_sql: str) -> tuple | None:
     )
     return (
         query.model,
-        where_sql,
+        where_key,
         joins,
         tuple(alias for alias, count in query.alias_refcount.items() if count),
         query.default_cols,
@@ -283,31 +292,68 @@ def _shape(query, where_sql: str) -> tuple | None:
     )
 
 
+class _Unkeyed(Exception):
+    """A WHERE clause with a part whose SQL could depend on more than its shape."""
+
+
+# Values whose SQL is a placeholder whatever the value (booleans and None are part of the shape instead).
+_PLAIN_VALUES = {int, str, float, datetime, date, time_of_day, Decimal, uuid.UUID}
+
+
+def _where_key(node, leaves: list) -> tuple:
+    """The shape of a WHERE tree (connectors, negations, and per lookup its class, column and value type), with its
+    lookups collected into `leaves` in the order their SQL and parameters come. Raises _Unkeyed for anything but
+    built-in lookups comparing a column with a plain value (or a boolean, or None)."""
+    if isinstance(node, WhereNode):
+        return (node.connector, node.negated, tuple(_where_key(child, leaves) for child in node.children))
+    if isinstance(node, BuiltinLookup) and type(node.lhs) is Col and not isinstance(node, In | Range):
+        rhs = node.rhs
+        if type(rhs) in _PLAIN_VALUES:
+            leaves.append(node)
+            return (type(node), node.lhs.alias, node.lhs.target, type(rhs))
+        if rhs is None or type(rhs) is bool:
+            leaves.append(node)
+            return (type(node), node.lhs.alias, node.lhs.target, rhs)
+    raise _Unkeyed
+
+
+def _leaf_parameters(leaf, connection) -> list:
+    """A lookup's parameters as Django's `as_sql` gives them, for the lookups _where_key accepts: its prepared
+    value, or none (IS NULL, a boolean column tested as such)."""
+    if leaf.rhs is None or type(leaf.rhs) is bool:
+        return []
+    return list(leaf.get_db_prep_lookup(leaf.rhs, connection)[1])
+
+
 def _compile(query) -> tuple:
     """(compiler, sql, params) of a query, as `compiler.as_sql()` gives them.
 
-    Compiling (setting up the select, the joins, the ordering, and writing the SQL) was about a tenth of a
-    single-row read's time. Only the WHERE clause depends on the values a request filters by, so it is compiled
-    every time, by Django, and the rest is kept per shape: the SQL, and the compiler whose select and converters
-    Django's iterables read. A shape is kept only when the whole statement's parameters are the WHERE clause's, so
-    the parameters are always the ones Django computes for this very query. Raises EmptyResultSet as as_sql does.
+    Compiling (setting up the select, the joins, the ordering, the WHERE clause, and writing the SQL) was most of
+    a single-row read's query cost. The SQL of a query depends on its shape, not on the values it filters by, so it
+    is kept per shape (_shape, _where_key), with the compiler whose select and converters Django's iterables read;
+    the parameters are each lookup's value as Django prepares it. A shape is kept only when, compiled by Django
+    the first time, its statement's parameters were exactly those; any other shape is compiled every time.
+    Raises EmptyResultSet as as_sql does.
     """
     connection = _wrapper()
-    compiler = query.get_compiler(connection=connection)
+    leaves: list = []
     try:
-        where_sql, where_params = compiler.compile(query.where)
-    except FullResultSet:
-        where_sql, where_params = "", []
-    key = _shape(query, where_sql)
+        key = _shape(query, _where_key(query.where, leaves))
+    except _Unkeyed:
+        key = None
     if key is not None:
         cached = _compiled.get(key)
         if cached is not None:
             _compiled.move_to_end(key)
             cached_compiler, sql = cached
-            return cached_compiler, sql, tuple(where_params)
+            if cached_compiler is not None:
+                params = [param for leaf in leaves for param in _leaf_parameters(leaf, connection)]
+                return cached_compiler, sql, tuple(params)
+    compiler = query.get_compiler(connection=connection)
     sql, params = compiler.as_sql()
-    if key is not None and list(params) == list(where_params):
-        _compiled[key] = (compiler, sql)
+    if key is not None and key not in _compiled:
+        expected = [param for leaf in leaves for param in _leaf_parameters(leaf, connection)]
+        _compiled[key] = (compiler, sql) if list(params) == expected else (None, None)
         if len(_compiled) > COMPILED_QUERIES_KEPT:
             _compiled.popitem(last=False)
     return compiler, sql, params
@@ -315,15 +361,19 @@ def _compile(query) -> tuple:
 
 async def _evaluate(queryset) -> list:
     """What `list(queryset)` gives, read on the loop."""
-    clone = queryset._chain()
+    query = queryset.query
     try:
-        compiler, sql, params = _compile(clone.query)
+        compiler, sql, params = _compile(query)
     except EmptyResultSet:
         return []
     rows = await _execute(sql, params) if sql else []
     fetched = _FetchedCompiler(compiler, rows)
-    clone.query.get_compiler = lambda *args, **kwargs: fetched
-    return list(queryset._iterable_class(clone, chunked_fetch=False, chunk_size=GET_ITERATOR_CHUNK_SIZE))
+    # Django's iterable asks the query for its compiler: this one, for as long as it runs (no await in between).
+    query.get_compiler = lambda *args, **kwargs: fetched
+    try:
+        return list(queryset._iterable_class(queryset, chunked_fetch=False, chunk_size=GET_ITERATOR_CHUNK_SIZE))
+    finally:
+        del query.get_compiler
 
 
 async def _count(queryset) -> int:
@@ -335,9 +385,140 @@ async def _count(queryset) -> int:
     return rows[0][0]
 
 
+# Filters whose values can be stood in for while their template is built: a unique value of the same type each.
+_STAND_IN_TYPES = {int, str, datetime}
+_STAND_IN_EPOCH = datetime(1971, 2, 3, 4, 5, 6, tzinfo=UTC)
+# Templates of `filter()` on fresh querysets of a model (Model.objects.filter(...)), per (model, database).
+_fresh_filters: dict[tuple, dict] = {}
+FILTER_TEMPLATES_KEPT = 256
+
+
+def _stand_in(kind: type, index: int):
+    if kind is int:
+        return 1_900_000_000 + index
+    if kind is str:
+        return f"fastpath-stand-in-{index}"
+    return _STAND_IN_EPOCH + timedelta(microseconds=index + 1)
+
+
+def _filter_shape(node, values: list):
+    """The shape of a filter's arguments (lookups, connectors, the type of each value) with its values taken out
+    into `values` in order, or None when a value is of a kind that cannot be stood in for (None, a model, a list,
+    an expression: those stay constants of the shape or keep Django's path)."""
+    if isinstance(node, Q):
+        children = tuple(_filter_shape(child, values) for child in node.children)
+        return None if None in children else (node.connector, node.negated, children)
+    if type(node) is tuple and len(node) == 2 and type(node[0]) is str:
+        name, value = node
+        if type(value) in _STAND_IN_TYPES:
+            values.append(value)
+            return (name, type(value))
+        if value is None or type(value) is bool or isinstance(value, Enum):
+            # Part of the shape itself: None and booleans change the lookup, a choice is a constant of the code.
+            return (name, "constant", value)
+    return None
+
+
+def _with_values(node, values):
+    """The filter's arguments again, with `values` (an iterator) in place of the ones _filter_shape took out."""
+    if isinstance(node, Q):
+        return Q(
+            *(_with_values(child, values) for child in node.children), _connector=node.connector, _negated=node.negated
+        )
+    name, value = node
+    return (name, next(values)) if type(value) in _STAND_IN_TYPES else node
+
+
+def _leaves(node, path=()):
+    for index, child in enumerate(node.children):
+        if isinstance(child, WhereNode):
+            yield from _leaves(child, (*path, index))
+        else:
+            yield (*path, index), child
+
+
+class _FilterTemplate:
+    """A `filter()` built once by Django with stand-ins for its values, and where each value's lookup sits in the
+    resulting WHERE tree: applying it clones the built query and puts a lookup of the same class on the same column
+    with the real value in each of those places. Building a filter (resolving names, joins, lookups) was most of a
+    single-row read's query cost; the lookup itself is still made by Django (its value prepared as usual)."""
+
+    def __init__(self, query, paths: list[tuple]) -> None:
+        self.query = query
+        self.paths = paths
+
+    @classmethod
+    def build(cls, queryset, node: Q, values: list) -> "_FilterTemplate | None":
+        stand_ins = [_stand_in(type(value), index) for index, value in enumerate(values)]
+        try:
+            built = models.QuerySet.filter(queryset, _with_values(node, iter(stand_ins))).query
+        except Exception:
+            return None
+        found: dict[int, tuple] = {}
+        for path, leaf in _leaves(built.where):
+            if not isinstance(leaf, Lookup):
+                continue
+            for index, stand_in in enumerate(stand_ins):
+                if type(leaf.rhs) is type(stand_in) and leaf.rhs == stand_in:
+                    if index in found:
+                        return None
+                    found[index] = path
+        if len(found) != len(stand_ins):
+            return None
+        return cls(built, [found[index] for index in range(len(stand_ins))])
+
+    def apply(self, queryset, values: list):
+        query = self.query.chain()
+        for path, value in zip(self.paths, values, strict=True):
+            parent = query.where
+            for index in path[:-1]:
+                parent = parent.children[index]
+            leaf = parent.children[path[-1]]
+            parent.children[path[-1]] = type(leaf)(leaf.lhs, value)
+        # QuerySet._clone with the new query, without cloning the source's query only to replace it.
+        filtered = queryset.__class__(model=queryset.model, query=query, using=queryset._db, hints=queryset._hints)
+        filtered._sticky_filter = queryset._sticky_filter
+        filtered._for_write = queryset._for_write
+        filtered._prefetch_related_lookups = queryset._prefetch_related_lookups[:]
+        filtered._known_related_objects = queryset._known_related_objects
+        filtered._iterable_class = queryset._iterable_class
+        filtered._fields = queryset._fields
+        return filtered
+
+
 class LoopQuerySet(models.QuerySet):
     """A QuerySet whose `aget`, `afirst`, `acount`, `aexists` and `async for` run on the event loop's pool where
-    they can (see the module), with the ORM's results; everything else is Django's."""
+    they can (see the module), with the ORM's results, and whose `filter()` on a queryset it has filtered before
+    in the same way reuses that work (_FilterTemplate); everything else is Django's."""
+
+    def __init__(self, model=None, query=None, using=None, hints=None) -> None:
+        super().__init__(model=model, query=query, using=using, hints=hints)
+        # A fresh queryset (Model.objects): every one of the model is the same, so they share their templates.
+        self._fresh = query is None
+        self._filter_templates = _fresh_filters.setdefault((model, using), {}) if self._fresh else None
+
+    def filter(self, *args, **kwargs):
+        if not settings.FAST_PATH or self._defer_next_filter or self._sticky_filter or self.query.is_sliced:
+            return super().filter(*args, **kwargs)
+        node = Q(*args, **kwargs)
+        values: list = []
+        shape = _filter_shape(node, values)
+        if shape is None:
+            return super().filter(*args, **kwargs)
+        templates = self._filter_templates
+        if templates is None:
+            templates = self._filter_templates = {}
+        elif self._fresh and self.query.where.children:
+            # A fresh queryset changed in place (a deferred related filter applied): no longer like the others.
+            return super().filter(*args, **kwargs)
+        template = templates.get(shape, _FilterTemplate)
+        if template is _FilterTemplate:
+            if len(templates) >= FILTER_TEMPLATES_KEPT:
+                templates.clear()
+            template = templates[shape] = _FilterTemplate.build(self, node, values)
+        if template is None:
+            return super().filter(*args, **kwargs)
+        return template.apply(self, values)
 
     def __aiter__(self):
         if self._result_cache is not None or not _runs_here(self):
@@ -378,8 +559,9 @@ class LoopQuerySet(models.QuerySet):
         return found[0] if found else None
 
     def _counts_here(self) -> bool:
+        # Counted as COUNT(*) over the query's rows (its slice included): distinct or grouped rows are Django's.
         query = self.query
-        return _runs_here(self) and not (query.distinct or query.group_by is not None or query.is_sliced)
+        return _runs_here(self) and not (query.distinct or query.group_by is not None)
 
     async def acount(self) -> int:
         if self._result_cache is not None:
@@ -391,7 +573,7 @@ class LoopQuerySet(models.QuerySet):
     async def aexists(self) -> bool:
         if self._result_cache is not None:
             return bool(self._result_cache)
-        if not self._counts_here():
+        if not self._counts_here() or self.query.is_sliced:
             return await super().aexists()
         return bool(await _evaluate(self.order_by().values_list("pk")[:1]))
 

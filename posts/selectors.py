@@ -35,6 +35,9 @@ _COLUMNS = (
     "author__display_name",
 )
 _NEWEST_FIRST = ("-created_at", "-id")
+# Querysets are lazy: these are built once, and each request only adds its own filters to a copy.
+_ROWS = Post.objects.values(*_COLUMNS)
+_ROWS_NEWEST_FIRST = _ROWS.order_by(*_NEWEST_FIRST)
 
 
 def _snapshot(row: dict) -> dict:
@@ -81,7 +84,7 @@ async def post_get_visible(*, viewer, post_id: int) -> dict:
     if snapshot == posts_cache.DELETED:
         raise NotFound("No such post.")
     if snapshot is None:
-        row = await Post.objects.filter(pk=post_id).values(*_COLUMNS).afirst()
+        row = await _ROWS.filter(pk=post_id).afirst()
         if row is None:
             raise NotFound("No such post.")
         snapshot = _snapshot(row)
@@ -119,8 +122,8 @@ def _scope(viewer, *, author_id: int | None, status: str | None) -> _Scope | Non
     return _Scope(Q(status=PostStatus.PUBLISHED) | Q(author_id=me), public=False)
 
 
-def _matching(scope: _Scope, search: str | None):
-    posts = Post.objects.filter(scope.where)
+def _matching(scope: _Scope, search: str | None, *, rows=Post.objects):
+    posts = rows.filter(scope.where)
     if search:
         posts = posts.filter(Q(title__icontains=search) | Q(body__icontains=search))
     return posts
@@ -161,7 +164,7 @@ async def post_page(
             return cached
     posts = _matching(scope, search)
     total = await _total(posts, count_key=(str(scope.where), search))
-    rows = posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[params.offset : params.offset + params.per_page]
+    rows = _matching(scope, search, rows=_ROWS_NEWEST_FIRST)[params.offset : params.offset + params.per_page]
     page = {"items": [_snapshot(row) async for row in rows], "pagination": pagination_meta(params, total)}
     if cache_key is not None:
         await posts_cache.list_fill(cache_key, page)
@@ -216,14 +219,14 @@ async def post_cursor_page(
         cache_key = await posts_cache.list_key("cursor", limit, author_id)
         if cache_key is not None and (cached := await posts_cache.list_get(cache_key)) is not None:
             return cached
-    posts = _matching(scope, search)
+    posts = _matching(scope, search, rows=_ROWS_NEWEST_FIRST)
     if position is not None:
         created_at, post_id = position
         # The first condition alone is what the index range scan uses; the second settles ties.
         posts = posts.filter(created_at__lte=created_at).filter(
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=post_id)
         )
-    items = [_snapshot(row) async for row in posts.order_by(*_NEWEST_FIRST).values(*_COLUMNS)[: limit + 1]]
+    items = [_snapshot(row) async for row in posts[: limit + 1]]
     page = {"items": items[:limit], "next_cursor": _cursor_for(items[limit - 1]) if len(items) > limit else None}
     if cache_key is not None:
         await posts_cache.list_fill(cache_key, page)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import DataError
+from django.db.models import Q
 
 from accounts.models import User
 from accounts.selectors import PUBLIC_USER_FIELDS
@@ -148,12 +149,15 @@ async def test_a_query_that_cannot_match_costs_no_round_trip(seeded, serving):
 async def test_what_the_layer_does_not_reproduce_goes_to_django(seeded, serving):
     author_id = seeded["author"].pk
     before = pool_requests()
-    # prefetch_related, a sliced or distinct count: Django's own async methods.
+    # prefetch_related, a distinct count: Django's own async methods.
     authors = [user async for user in User.objects.filter(pk=author_id).prefetch_related("posts")]
     assert len(authors[0].posts.all()) == 3
-    assert await Post.objects.order_by("id")[:2].acount() == 2
     assert await Post.objects.values("author_id").distinct().acount() == 2
     assert pool_requests() == before
+    # A slice counts only its rows, on the loop as in Django.
+    assert await Post.objects.order_by("id")[:2].acount() == 2
+    assert await Post.objects.order_by("id")[3:10].acount() == 1
+    assert pool_requests() == before + 2
 
 
 async def test_without_a_serving_loop_or_with_the_layer_off_reads_take_django_s_path(seeded, settings):
@@ -175,3 +179,49 @@ async def test_driver_errors_come_out_as_django_s(seeded, serving):
         # PostgreSQL refuses it at run time (division by zero): Django's DataError, as from the ORM's own path.
         [post async for post in Post.objects.extra(where=["1 / (id - id) = 1"])]
     assert pool_requests() == before + 1
+
+
+def _sql(queryset) -> tuple:
+    return queryset.query.sql_with_params()
+
+
+FILTERS = [
+    lambda: (Post.objects, {"pk": 7}),
+    lambda: (Post.objects, {"status": PostStatus.PUBLISHED, "author__username": "loop-author"}),
+    lambda: (Post.objects.values(*_COLUMNS), {"pk": 123456789012}),
+    lambda: (Post.objects.order_by(*_NEWEST_FIRST).values(*_COLUMNS), {"title__icontains": "50%_off"}),
+    lambda: (Post.objects, {"created_at__lte": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "author_id": 3}),
+    lambda: (Post.objects, {"author": None}),
+    lambda: (User.objects.filter(is_active=True), {"pk": 5, "is_staff": False}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(FILTERS)))
+def test_a_filter_made_from_its_template_is_the_filter_django_makes(case, settings):
+    source, lookups = FILTERS[case]()
+    for attempt in range(3):
+        # The first call builds the template; the next ones apply it, with other values of the same types.
+        varied = {name: value + attempt if type(value) is int else value for name, value in lookups.items()}
+        settings.FAST_PATH = True
+        fast = source.filter(**varied)
+        settings.FAST_PATH = False
+        assert _sql(fast) == _sql(source.filter(**varied))
+    settings.FAST_PATH = True
+    either = Q(title__icontains="a") | Q(created_at__lt=datetime(2026, 1, 1, tzinfo=UTC), id__lt=9)
+    for search in ("a", "b_%"):
+        node = Q(title__icontains=search) | Q(created_at__lt=datetime(2026, 1, 1, tzinfo=UTC), id__lt=9)
+        fast = Post.objects.filter(either).filter(node)
+        settings.FAST_PATH = False
+        assert _sql(fast) == _sql(Post.objects.filter(either).filter(node))
+        settings.FAST_PATH = True
+
+
+async def test_filters_made_from_templates_read_the_rows_django_reads(seeded, serving):
+    author = seeded["author"]
+    for _ in range(2):
+        for post in await orm(lambda: list(Post.objects.order_by("id"))):
+            found = await Post.objects.values(*_COLUMNS).filter(pk=post.pk).afirst()
+            assert found["id"] == post.pk
+        assert await Post.objects.filter(author_id=author.pk, status=PostStatus.PUBLISHED).acount() == 3
+        assert await Post.objects.filter(author_id=seeded["other"].pk, status=PostStatus.PUBLISHED).acount() == 0
+        assert await Post.objects.filter(author__username="loop-other").acount() == 1
