@@ -7,7 +7,9 @@ that was most of the request's cost (README, Performance). `LoopQuerySet` keeps 
 the queryset is compiled by Django (same SQL, same parameters), the rows are read on a psycopg
 `AsyncConnectionPool` of the event loop, and Django's own iterable (`ModelIterable`, `ValuesIterable`, ...) turns
 them into what the ORM returns (the same converters, model instances, `select_related` objects). No thread, and the
-connection goes back to the pool as soon as the rows are read.
+connection goes back to the pool as soon as the rows are read. Building and compiling a queryset costs more than
+running it: `filter()` on a queryset filtered alike before reuses the query it built then (_FilterTemplate), and
+each shape of statement is compiled once (_compile).
 
 When a read runs here, and when it goes to Django's own async method instead:
 - FAST_PATH on, the database (the "default" alias) is PostgreSQL, and the code runs on an event loop that serves
@@ -31,6 +33,7 @@ series and traced like the ORM's own.
 
 import asyncio
 import collections
+import itertools
 import math
 import time
 import uuid
@@ -229,8 +232,20 @@ class _FetchedCompiler:
     def execute_sql(self, *args, **kwargs):
         return [self.rows]
 
-    def results_iter(self, results=None, **kwargs):
-        return self.compiler.results_iter([self.rows] if results is None else results, **kwargs)
+    def results_iter(self, results=None, tuple_expected=False, **kwargs):
+        """SQLCompiler.results_iter over the fetched rows, with the compiler's converters found once per compiled
+        statement rather than per read."""
+        compiler = self.compiler
+        converters = compiler.__dict__.get("_loop_converters")
+        if converters is None:
+            fields = [selected[0] for selected in compiler.select[0 : compiler.col_count]]
+            if compiler.has_composite_fields(fields):
+                return compiler.results_iter([self.rows] if results is None else results, tuple_expected, **kwargs)
+            converters = compiler._loop_converters = compiler.get_converters(fields)
+        rows = self.rows if results is None else itertools.chain.from_iterable(results)
+        if converters:
+            rows = compiler.apply_converters(rows, converters)
+        return map(tuple, rows) if tuple_expected else rows
 
     def __getattr__(self, name: str):
         return getattr(self.compiler, name)
@@ -554,8 +569,13 @@ class LoopQuerySet(models.QuerySet):
         # Unordered with an aggregation: Django's own answer (it refuses some of those).
         if not _runs_here(self) or (not self.ordered and self.query.group_by is not None):
             return await super().afirst()
-        queryset = self if self.ordered else self.order_by("pk")
-        found = await _evaluate(queryset[:1])
+        # As QuerySet.first(): by primary key when unordered, one row; made in one clone.
+        first = self._chain()
+        if not first.ordered:
+            first.query.clear_ordering(force=True, clear_default=False)
+            first.query.add_ordering("pk")
+        first.query.set_limits(high=1)
+        found = await _evaluate(first)
         return found[0] if found else None
 
     def _counts_here(self) -> bool:

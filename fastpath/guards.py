@@ -22,8 +22,12 @@ PRIVATE_USES = (
         "Django",
         "5.2.19",
         "fastpath/db.py",
-        "QuerySet._chain/_iterable_class/_prefetch_related_lookups/_result_cache; SQLCompiler.as_sql and results_iter "
-        "fed prefetched rows through Query.get_compiler replaced on a clone; Model iterables' compiler protocol",
+        "QuerySet._chain/_iterable_class/_fields/_hints/_sticky_filter/_for_write/_known_related_objects/"
+        "_prefetch_related_lookups/_result_cache/_defer_next_filter (_FilterTemplate.apply rebuilds _clone); "
+        "Query attributes read for a statement's shape (_shape: alias_map, alias_refcount, select, marks, ...; "
+        "_filtered_relations); WhereNode children replaced in a clone, lookups re-made as Lookup(lhs, rhs); "
+        "Lookup.get_db_prep_lookup as the statement's parameters; SQLCompiler.as_sql and results_iter fed fetched "
+        "rows through Query.get_compiler set on the query while Django's iterable runs",
     ),
     PrivateUse(
         "Django",

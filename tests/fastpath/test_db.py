@@ -133,6 +133,11 @@ async def test_queries_of_one_shape_compile_once_and_keep_their_own_parameters(s
         assert sorted([post.pk async for post in Post.objects.filter(pk__in=ids)]) == sorted(set(ids))
     for search, expected in (("p%", 0), ("p", 3), ("P1", 1), ("_1", 0)):
         assert await Post.objects.filter(title__icontains=search).acount() == expected
+    # A boolean or None is part of the shape: `WHERE is_active` and `WHERE NOT is_active` are two statements.
+    await User.objects.filter(pk=seeded["other"].pk).aupdate(is_active=False)
+    for active, expected in ((True, 1), (False, 1), (True, 1)):
+        assert await User.objects.filter(is_active=active).acount() == expected
+    assert await Post.objects.filter(author=None).acount() == 0
     # Every page of one listing is its own statement (LIMIT and OFFSET are written into it), each right.
     for offset in range(3):
         page = [post.pk async for post in Post.objects.order_by("id")[offset : offset + 1]]
