@@ -161,7 +161,7 @@ def _adapters(wrapper, django_adapters: AdaptersMap) -> AdaptersMap:
     return adapters
 
 
-async def _execute(sql: str, params) -> list[tuple]:
+async def _execute(sql: str, params, *, binary: bool = False) -> list[tuple]:
     pool = _pool()
     if pool.closed:
         await pool.open()
@@ -173,8 +173,8 @@ async def _execute(sql: str, params) -> list[tuple]:
             if tracing_enabled():
                 attributes = {"db.system": "postgresql", "db.statement": sql}
                 with tracer.start_as_current_span(sql.split(None, 1)[0], kind=SpanKind.CLIENT, attributes=attributes):
-                    return await _fetch(pool, sql, params)
-            return await _fetch(pool, sql, params)
+                    return await _fetch(pool, sql, params, binary)
+            return await _fetch(pool, sql, params, binary)
     except Exception as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
         errors_total.labels(ALIAS, "postgresql", type(cause).__name__).inc()
@@ -190,7 +190,7 @@ async def _check_unless_just_used(connection: AsyncConnection) -> None:
     await AsyncConnectionPool.check_connection(connection)
 
 
-async def _fetch(pool: AsyncConnectionPool, sql: str, params) -> list[tuple]:
+async def _fetch(pool: AsyncConnectionPool, sql: str, params, binary: bool) -> list[tuple]:
     # At most max_size reads inside the pool at once; the others queue here, on a semaphore, where waiting costs a
     # future: in the pool, each waiter costs a condition and a `wait_for` task (in the profile under 50 concurrent
     # reads on 10 connections, a few percent of a single-row read). The wait is bounded by the pool's timeout.
@@ -207,9 +207,10 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, params) -> list[tuple]:
         async with pool.connection() as connection:
             if settings.DB_PREPARED_STATEMENTS:
                 # Parameters bound by the server, the statement prepared on this connection (PostgreSQL parses and
-                # plans it once; psycopg keeps the connection's `prepared_max` most recent ones).
+                # plans it once; psycopg keeps the connection's `prepared_max` most recent ones), and rows in binary
+                # where every column's binary loader gives what Django's gives (_binary_rows).
                 async with AsyncCursor(connection) as cursor:
-                    await cursor.execute(sql, params, prepare=True)
+                    await cursor.execute(sql, params, prepare=True, binary=binary)
                     rows = await cursor.fetchall()
             else:
                 async with connection.cursor() as cursor:
@@ -374,6 +375,46 @@ def _compile(query) -> tuple:
     return compiler, sql, params
 
 
+# Fields whose columns psycopg's binary loaders read as Django's text loaders do (numbers, text, booleans, dates
+# and times in the session's time zone, UUIDs). Not JSON or network addresses: Django loads those as text.
+_BINARY_SAFE_FIELDS = {
+    "AutoField",
+    "BigAutoField",
+    "SmallAutoField",
+    "IntegerField",
+    "BigIntegerField",
+    "SmallIntegerField",
+    "PositiveIntegerField",
+    "PositiveBigIntegerField",
+    "PositiveSmallIntegerField",
+    "BooleanField",
+    "CharField",
+    "TextField",
+    "SlugField",
+    "EmailField",
+    "URLField",
+    "FileField",
+    "DateTimeField",
+    "DateField",
+    "UUIDField",
+    "ForeignKey",
+    "OneToOneField",
+}
+
+
+def _binary_rows(compiler) -> bool:
+    """Whether a compiled statement's rows may come in binary (decoded in C): every selected column is of a field
+    listed above. Found once per compiled statement."""
+    binary = compiler.__dict__.get("_loop_binary")
+    if binary is None:
+        selected = [expression for expression, *_ in compiler.select[0 : compiler.col_count]]
+        binary = compiler._loop_binary = all(
+            getattr(getattr(expression, "output_field", None), "get_internal_type", str)() in _BINARY_SAFE_FIELDS
+            for expression in selected
+        )
+    return binary
+
+
 async def _evaluate(queryset) -> list:
     """What `list(queryset)` gives, read on the loop."""
     query = queryset.query
@@ -381,7 +422,7 @@ async def _evaluate(queryset) -> list:
         compiler, sql, params = _compile(query)
     except EmptyResultSet:
         return []
-    rows = await _execute(sql, params) if sql else []
+    rows = await _execute(sql, params, binary=_binary_rows(compiler)) if sql else []
     fetched = _FetchedCompiler(compiler, rows)
     # Django's iterable asks the query for its compiler: this one, for as long as it runs (no await in between).
     query.get_compiler = lambda *args, **kwargs: fetched
@@ -396,7 +437,7 @@ async def _count(queryset) -> int:
         _, sql, params = _compile(queryset.values("pk").query)
     except EmptyResultSet:
         return 0
-    rows = await _execute(f"SELECT COUNT(*) FROM ({sql}) subquery", params)
+    rows = await _execute(f"SELECT COUNT(*) FROM ({sql}) subquery", params, binary=True)
     return rows[0][0]
 
 
