@@ -71,15 +71,19 @@ _django_middleware = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Each of these runs as the fastpath.middleware class of the same name.
 _inline_for_api = {
-    "django.middleware.security.SecurityMiddleware": "fastpath.middleware.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware": "fastpath.middleware.SessionMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware": "fastpath.middleware.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware": "fastpath.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware": "fastpath.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware": "fastpath.middleware.XFrameOptionsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 }
-MIDDLEWARE = [_inline_for_api.get(path, path) for path in _django_middleware] if FAST_PATH else _django_middleware
+MIDDLEWARE = [
+    f"fastpath.middleware.{path.rsplit('.', 1)[1]}" if FAST_PATH and path in _inline_for_api else path
+    for path in _django_middleware
+]
 # Django's deploy checks look for three of these middlewares by their dotted path; the speed layer runs the same
 # checks on its subclasses instead (fastpath/checks.py, ids "fastpath.security.W001", ...).
 SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"] if FAST_PATH else []

@@ -67,13 +67,16 @@ class RedisCache(CountedRedisCache):
             command.append("NX")
         return await self._commands().execute(*command)
 
+    def _writes_on_loop(self, timeout) -> bool:
+        # A timeout of 0 or less means "expire now", which django-redis turns into a delete: its business.
+        return self._commands() is not None and (self._ttl_ms(timeout) or 1) > 0
+
     async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):  # noqa: ASYNC109 (Django's signature)
-        # A timeout of 0 or less means "expire now", which django-redis turns into a delete.
-        if self._commands() is None or (self._ttl_ms(timeout) or 1) <= 0:
+        if not self._writes_on_loop(timeout):
             return await super().aset(key, value, timeout, version)
         await self._aset(key, value, timeout, version, only_new=False)
 
     async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> bool:  # noqa: ASYNC109 (Django's)
-        if self._commands() is None or (self._ttl_ms(timeout) or 1) <= 0:
+        if not self._writes_on_loop(timeout):
             return await super().aadd(key, value, timeout, version)
         return await self._aset(key, value, timeout, version, only_new=True) is not None

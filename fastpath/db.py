@@ -25,8 +25,9 @@ When a read runs here, and when it goes to Django's own async method instead:
 The pool is sized like Django's (DB_POOL_MIN / DB_POOL_MAX, DB_POOL_TIMEOUT) and configured like its connections
 (autocommit, the time zone, Django's adapters, the health check on checkout when CONN_HEALTH_CHECKS is set, skipped
 for a connection that completed a query within the last `CHECK_AFTER_IDLE_SECONDS`, as HikariCP's "alive bypass
-window" does). With DB_PREPARED_STATEMENTS, statements are bound by the server and psycopg prepares the ones a
-connection runs often (its `prepare_threshold`); without, parameters are bound by the client as Django does.
+window" does). With DB_PREPARED_STATEMENTS, statements are bound by the server and prepared on the connection that
+first runs them, their rows in binary where every column loads as Django loads it; without, parameters are bound
+by the client as Django does.
 Errors are Django's (`django.db.OperationalError`, ...). Statements are counted in django-prometheus' database
 series and traced like the ORM's own.
 """

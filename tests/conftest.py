@@ -4,12 +4,14 @@ Fixtures shared by every app's tests: users, tokens, and real server processes o
 """
 
 import itertools
+from contextlib import contextmanager
 
 import pytest
 import redis
 from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connection
+from prometheus_client import REGISTRY
 
 from tests.asgi_client import ASGIClient, ServingLoop
 from tests.helpers import ServerProcess, clean_env
@@ -72,9 +74,6 @@ def count_statements():
     """`with count_statements() as counted: ...; counted.total`: the SQL statements run meanwhile on the default
     database by this process, on Django's connections and the event loop's pool alike (django-prometheus' series,
     which both feed), whichever thread ran them."""
-    from contextlib import contextmanager
-
-    from prometheus_client import REGISTRY
 
     def executed() -> float:
         labels = {"alias": "default", "vendor": "postgresql"}
