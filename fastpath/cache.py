@@ -22,21 +22,40 @@ from fastpath.redis import LoopCommands
 
 _REDIS = {"backend": "redis"}
 
+# Django makes a cache backend per thread, and in async code per request (`caches` is context-local): what they
+# hold that is costly to make (django-redis' client, the loop's connections) is shared by every backend of one
+# configuration instead of made again for each request.
+_shared_clients: dict[str, object] = {}
+_shared_commands: dict[tuple, LoopCommands] = {}
+
 
 class RedisCache(CountedRedisCache):
     def __init__(self, server, params) -> None:
         super().__init__(server, params)
-        self._loop_commands = None
+        self._configuration = repr((server, params))
         # One server: with several (a list, or replicas), django-redis' client picks one; this leaves them to it.
         self._single_server = isinstance(server, str) and "," not in server
         self._socket_timeout = params.get("OPTIONS", {}).get("SOCKET_TIMEOUT", 2)
 
+    @property
+    def client(self):
+        if self._client is None:
+            client = _shared_clients.get(self._configuration)
+            if client is None:
+                client = _shared_clients.setdefault(
+                    self._configuration, self._client_cls(self._server, self._params, self)
+                )
+            self._client = client
+        return self._client
+
     def _commands(self) -> LoopCommands | None:
         if not self._single_server:
             return None
-        if self._loop_commands is None:
-            self._loop_commands = LoopCommands(self._server, timeout=self._socket_timeout)
-        return self._loop_commands
+        key = (self._server, self._socket_timeout)
+        commands = _shared_commands.get(key)
+        if commands is None:
+            commands = _shared_commands.setdefault(key, LoopCommands(self._server, timeout=self._socket_timeout))
+        return commands
 
     def _ttl_ms(self, timeout) -> int | None:
         seconds = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout

@@ -8,8 +8,8 @@ the queryset is compiled by Django (same SQL, same parameters), the rows are rea
 `AsyncConnectionPool` of the event loop, and Django's own iterable (`ModelIterable`, `ValuesIterable`, ...) turns
 them into what the ORM returns (the same converters, model instances, `select_related` objects). No thread, and the
 connection goes back to the pool as soon as the rows are read. Building and compiling a queryset costs more than
-running it: `filter()` on a queryset filtered alike before reuses the query it built then (_FilterTemplate), and
-each shape of statement is compiled once (_compile).
+running it, so its calls are recorded rather than built, and each chain of calls is built and compiled by Django
+once (see "recorded querysets" below).
 
 When a read runs here, and when it goes to Django's own async method instead:
 - FAST_PATH on, the database (the "default" alias) is PostgreSQL, and the code runs on an event loop that serves
@@ -33,7 +33,6 @@ series and traced like the ORM's own.
 """
 
 import asyncio
-import collections
 import itertools
 import math
 import time
@@ -45,13 +44,14 @@ from decimal import Decimal
 from enum import Enum
 
 import psycopg
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import EmptyResultSet
-from django.db import connections, models
+from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models import Q
 from django.db.models.expressions import Col
 from django.db.models.lookups import BuiltinLookup, In, Lookup, Range
-from django.db.models.query import MAX_GET_RESULTS
+from django.db.models.query import MAX_GET_RESULTS, ValuesIterable
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE
 from django.db.models.sql.where import WhereNode
 from django_prometheus.db.metrics import errors_total, execute_total, query_duration_seconds
@@ -97,7 +97,11 @@ def _wrapper():
 
 
 def _runs_here(queryset) -> bool:
-    if not settings.FAST_PATH or queryset.db != ALIAS:
+    if not settings.FAST_PATH:
+        return False
+    # The database as QuerySet.db routes it: without routers or hints, the manager's alias or the default.
+    db = queryset._db or (DEFAULT_DB_ALIAS if not (settings.DATABASE_ROUTERS or queryset._hints) else queryset.db)
+    if db != ALIAS:
         return False
     try:
         loop = asyncio.get_running_loop()
@@ -253,127 +257,41 @@ class _FetchedCompiler:
         return getattr(self.compiler, name)
 
 
-# Compiled queries by shape (see _compiled), most recently used last.
-_compiled: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
-COMPILED_QUERIES_KEPT = 512
-
-
-def _shape(query, where_key: tuple) -> tuple | None:
-    """What the SQL of `query` depends on (its WHERE clause's shape given), or None for a query with anything this
-    does not account for (annotations, extra(), grouping, combinators, locks, expressions
-    in the ordering, filtered relations, a subquery)."""
-    if (
-        query.annotations
-        or query.extra
-        or query.extra_tables
-        or query.extra_order_by
-        or query.group_by is not None
-        or query.combinator
-        or query.select_for_update
-        or query.subquery
-        or query.explain_info
-        or query._filtered_relations
-        or not all(type(field) is str for field in query.order_by)
-    ):
-        return None
-    joins = tuple(
-        (
-            alias,
-            type(join),
-            join.table_name,
-            getattr(join, "join_type", None),
-            getattr(join, "parent_alias", None),
-            getattr(join, "join_field", None),
-        )
-        for alias, join in query.alias_map.items()
-    )
-    return (
-        query.model,
-        where_key,
-        joins,
-        tuple(alias for alias, count in query.alias_refcount.items() if count),
-        query.default_cols,
-        query.select,
-        query.values_select,
-        repr(query.select_related),
-        query.max_depth,
-        query.deferred_loading[0] if isinstance(query.deferred_loading[0], frozenset) else None,
-        query.deferred_loading[1],
-        query.order_by,
-        query.default_ordering,
-        query.standard_ordering,
-        query.low_mark,
-        query.high_mark,
-        query.distinct,
-        query.distinct_fields,
-    )
-
-
-class _Unkeyed(Exception):
-    """A WHERE clause with a part whose SQL could depend on more than its shape."""
+class _Unparameterized(Exception):
+    """A WHERE clause with a part whose SQL could depend on more than the types of its values."""
 
 
 # Values whose SQL is a placeholder whatever the value (booleans and None are part of the shape instead).
 _PLAIN_VALUES = {int, str, float, datetime, date, time_of_day, Decimal, uuid.UUID}
 
 
-def _where_key(node, leaves: list) -> tuple:
-    """The shape of a WHERE tree (connectors, negations, and per lookup its class, column and value type), with its
-    lookups collected into `leaves` in the order their SQL and parameters come. Raises _Unkeyed for anything but
-    built-in lookups comparing a column with a plain value (or a boolean, or None)."""
+def _plain_choice(value) -> bool:
+    return isinstance(value, Enum) and isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def _where_leaves(node, leaves: list) -> list:
+    """The lookups of a WHERE tree in the order their SQL and parameters come. Raises _Unparameterized for anything
+    but built-in lookups comparing a column with a plain value (or a boolean, or None)."""
     if isinstance(node, WhereNode):
-        return (node.connector, node.negated, tuple(_where_key(child, leaves) for child in node.children))
+        for child in node.children:
+            _where_leaves(child, leaves)
+        return leaves
     if isinstance(node, BuiltinLookup) and type(node.lhs) is Col and not isinstance(node, In | Range):
         rhs = node.rhs
-        if type(rhs) in _PLAIN_VALUES:
+        # A choice (TextChoices, IntegerChoices) is its value, a str or int, as far as its SQL goes.
+        if type(rhs) in _PLAIN_VALUES or rhs is None or type(rhs) is bool or _plain_choice(rhs):
             leaves.append(node)
-            return (type(node), node.lhs.alias, node.lhs.target, type(rhs))
-        if rhs is None or type(rhs) is bool:
-            leaves.append(node)
-            return (type(node), node.lhs.alias, node.lhs.target, rhs)
-    raise _Unkeyed
+            return leaves
+    raise _Unparameterized
 
 
-def _leaf_parameters(leaf, connection) -> list:
-    """A lookup's parameters as Django's `as_sql` gives them, for the lookups _where_key accepts: its prepared
-    value, or none (IS NULL, a boolean column tested as such)."""
+def _leaf_parameters(leaf, compiler) -> list:
+    """A lookup's parameters as Django's `as_sql` gives them, for the lookups _where_leaves accepts: none for IS
+    NULL or a boolean column tested as such, else its right-hand side's. Raises EmptyResultSet or FullResultSet as
+    Django does where the value decides the condition (an integer outside its column's range)."""
     if leaf.rhs is None or type(leaf.rhs) is bool:
         return []
-    return list(leaf.get_db_prep_lookup(leaf.rhs, connection)[1])
-
-
-def _compile(query) -> tuple:
-    """(compiler, sql, params) of a query, as `compiler.as_sql()` gives them.
-
-    Compiling (setting up the select, the joins, the ordering, the WHERE clause, and writing the SQL) was most of
-    a single-row read's query cost. The SQL of a query depends on its shape, not on the values it filters by, so it
-    is kept per shape (_shape, _where_key), with the compiler whose select and converters Django's iterables read;
-    the parameters are each lookup's value as Django prepares it. A shape is kept only when, compiled by Django
-    the first time, its statement's parameters were exactly those; any other shape is compiled every time.
-    Raises EmptyResultSet as as_sql does.
-    """
-    connection = _wrapper()
-    leaves: list = []
-    try:
-        key = _shape(query, _where_key(query.where, leaves))
-    except _Unkeyed:
-        key = None
-    if key is not None:
-        cached = _compiled.get(key)
-        if cached is not None:
-            _compiled.move_to_end(key)
-            cached_compiler, sql = cached
-            if cached_compiler is not None:
-                params = [param for leaf in leaves for param in _leaf_parameters(leaf, connection)]
-                return cached_compiler, sql, tuple(params)
-    compiler = query.get_compiler(connection=connection)
-    sql, params = compiler.as_sql()
-    if key is not None and key not in _compiled:
-        expected = [param for leaf in leaves for param in _leaf_parameters(leaf, connection)]
-        _compiled[key] = (compiler, sql) if list(params) == expected else (None, None)
-        if len(_compiled) > COMPILED_QUERIES_KEPT:
-            _compiled.popitem(last=False)
-    return compiler, sql, params
+    return list(leaf.process_rhs(compiler, compiler.connection)[1])
 
 
 # Fields whose columns psycopg's binary loaders read as Django's text loaders do (numbers, text, booleans, dates
@@ -405,49 +323,79 @@ _BINARY_SAFE_FIELDS = {
 
 def _binary_rows(compiler) -> bool:
     """Whether a compiled statement's rows may come in binary (decoded in C): every selected column is of a field
-    listed above. Found once per compiled statement."""
-    binary = compiler.__dict__.get("_loop_binary")
-    if binary is None:
-        selected = [expression for expression, *_ in compiler.select[0 : compiler.col_count]]
-        binary = compiler._loop_binary = all(
-            getattr(getattr(expression, "output_field", None), "get_internal_type", str)() in _BINARY_SAFE_FIELDS
-            for expression in selected
-        )
-    return binary
+    listed above."""
+    selected = [expression for expression, *_ in compiler.select[0 : compiler.col_count]]
+    return all(
+        getattr(getattr(expression, "output_field", None), "get_internal_type", str)() in _BINARY_SAFE_FIELDS
+        for expression in selected
+    )
+
+
+class _FetchedQuery:
+    """A queryset's query whose compiler is one over rows already read (what Django's iterables ask for)."""
+
+    __slots__ = ("_compiler", "_query")
+
+    def __init__(self, query, compiler: _FetchedCompiler) -> None:
+        self._query = query
+        self._compiler = compiler
+
+    def get_compiler(self, *args, **kwargs) -> _FetchedCompiler:
+        return self._compiler
+
+    def __getattr__(self, name: str):
+        return getattr(self._query, name)
+
+
+def _results(queryset, compiler, rows: list[tuple]) -> list:
+    """What `list(queryset)` gives when the rows of its compiled query are `rows`: Django's own iterable of the
+    queryset (ModelIterable, ValuesIterable, ...) run over them, on a copy of the queryset whose query hands out
+    the fetched rows' compiler."""
+    view = object.__new__(type(queryset))
+    view.__dict__.update(queryset.__dict__)
+    view._query = _FetchedQuery(queryset._query, _FetchedCompiler(compiler, rows))
+    return list(queryset._iterable_class(view, chunked_fetch=False, chunk_size=GET_ITERATOR_CHUNK_SIZE))
 
 
 async def _evaluate(queryset) -> list:
-    """What `list(queryset)` gives, read on the loop."""
-    query = queryset.query
+    """What `list(queryset)` gives, read on the loop: compiled by Django for this call."""
+    compiler = queryset.query.get_compiler(connection=_wrapper())
     try:
-        compiler, sql, params = _compile(query)
+        sql, params = compiler.as_sql()
     except EmptyResultSet:
         return []
     rows = await _execute(sql, params, binary=_binary_rows(compiler)) if sql else []
-    fetched = _FetchedCompiler(compiler, rows)
-    # Django's iterable asks the query for its compiler: this one, for as long as it runs (no await in between).
-    query.get_compiler = lambda *args, **kwargs: fetched
-    try:
-        return list(queryset._iterable_class(queryset, chunked_fetch=False, chunk_size=GET_ITERATOR_CHUNK_SIZE))
-    finally:
-        del query.get_compiler
+    return _results(queryset, compiler, rows)
 
 
 async def _count(queryset) -> int:
     try:
-        _, sql, params = _compile(queryset.values("pk").query)
+        sql, params = queryset.values("pk").query.get_compiler(connection=_wrapper()).as_sql()
     except EmptyResultSet:
         return 0
     rows = await _execute(f"SELECT COUNT(*) FROM ({sql}) subquery", params, binary=True)
     return rows[0][0]
 
 
-# Filters whose values can be stood in for while their template is built: a unique value of the same type each.
+# --- recorded querysets ---------------------------------------------------------------------------------------
+#
+# Building a queryset (resolving names, joins and lookups) and compiling it cost more than running it: most of a
+# single-row read's time. But the SQL of `Post.objects.values(...).filter(pk=x).afirst()` depends only on the
+# calls made and the types of their values, not on `x`. So LoopQuerySet records its calls instead of building
+# them: each chain of calls from a model's fresh queryset is a node of a tree (_Node), built by Django once with
+# a stand-in for each value; each way of reading a node (`afirst()`, `async for`, `acount()`, ...) is compiled by
+# Django once (_Statement), with where its parameters come from. A read then runs that statement with the real
+# values, each prepared by a lookup Django makes for it, and Django's iterable turns its rows into the results.
+# Anything else asked of a recorded queryset (its `query`, a call not recorded, a sync read) first builds it as
+# Django would have: the node's query with the real values put back in their lookups.
+
+# Values that can be stood in for while a node is built: a unique value of the same type each.
 _STAND_IN_TYPES = {int, str, datetime}
 _STAND_IN_EPOCH = datetime(1971, 2, 3, 4, 5, 6, tzinfo=UTC)
-# Templates of `filter()` on fresh querysets of a model (Model.objects.filter(...)), per (model, database).
-_fresh_filters: dict[tuple, dict] = {}
-FILTER_TEMPLATES_KEPT = 256
+# Per node, the calls after it kept; past this many (a listing's every page is a call of its own), they start over.
+CHILDREN_KEPT = 256
+# Not built yet (None: cannot be).
+_UNBUILT = object()
 
 
 def _stand_in(kind: type, index: int):
@@ -460,11 +408,11 @@ def _stand_in(kind: type, index: int):
 
 def _filter_shape(node, values: list):
     """The shape of a filter's arguments (lookups, connectors, the type of each value) with its values taken out
-    into `values` in order, or None when a value is of a kind that cannot be stood in for (None, a model, a list,
-    an expression: those stay constants of the shape or keep Django's path)."""
+    into `values` in order, or None when a value is of a kind that cannot be stood in for (a model, a list, an
+    expression: those keep Django's path)."""
     if isinstance(node, Q):
-        children = tuple(_filter_shape(child, values) for child in node.children)
-        return None if None in children else (node.connector, node.negated, children)
+        shapes = tuple(_filter_shape(child, values) for child in node.children)
+        return None if None in shapes else (node.connector, node.negated, shapes)
     if type(node) is tuple and len(node) == 2 and type(node[0]) is str:
         name, value = node
         if type(value) in _STAND_IN_TYPES:
@@ -474,6 +422,12 @@ def _filter_shape(node, values: list):
             # Part of the shape itself: None and booleans change the lookup, a choice is a constant of the code.
             return (name, "constant", value)
     return None
+
+
+def _kwargs_with(kwargs: dict, stand_ins: list) -> dict:
+    """Keyword arguments of a filter with the stand-ins in place of the values _filter_shape took out."""
+    values = iter(stand_ins)
+    return {name: next(values) if type(value) in _STAND_IN_TYPES else value for name, value in kwargs.items()}
 
 
 def _with_values(node, values):
@@ -486,118 +440,412 @@ def _with_values(node, values):
     return (name, next(values)) if type(value) in _STAND_IN_TYPES else node
 
 
-def _leaves(node, path=()):
-    for index, child in enumerate(node.children):
-        if isinstance(child, WhereNode):
-            yield from _leaves(child, (*path, index))
-        else:
-            yield (*path, index), child
+def _stand_in_paths(where, stand_ins: tuple) -> list[tuple] | None:
+    """Where in the WHERE tree each stand-in is the value of a lookup (child indexes from the root), or None when
+    one is not found exactly once."""
+    index_of = {(type(stand_in), stand_in): index for index, stand_in in enumerate(stand_ins)}
+    found: dict[int, tuple] = {}
+
+    def visit(node, path):
+        for position, child in enumerate(node.children):
+            if isinstance(child, WhereNode):
+                if not visit(child, (*path, position)):
+                    return False
+            elif isinstance(child, Lookup):
+                try:
+                    index = index_of.get((type(child.rhs), child.rhs))
+                except TypeError:  # an unhashable value: never a stand-in
+                    continue
+                if index is not None:
+                    if index in found:
+                        return False
+                    found[index] = (*path, position)
+        return True
+
+    if not visit(where, ()) or len(found) != len(stand_ins):
+        return None
+    return [found[index] for index in range(len(stand_ins))]
 
 
-class _FilterTemplate:
-    """A `filter()` built once by Django with stand-ins for its values, and where each value's lookup sits in the
-    resulting WHERE tree: applying it clones the built query and puts a lookup of the same class on the same column
-    with the real value in each of those places. Building a filter (resolving names, joins, lookups) was most of a
-    single-row read's query cost; the lookup itself is still made by Django (its value prepared as usual)."""
+class _Node:
+    """A chain of recorded calls from a model's fresh queryset: the queryset Django built for it with stand-ins for
+    its values (never handed out), where each stand-in sits in its WHERE tree, the chains that continue it and
+    the statements that read it."""
 
-    def __init__(self, query, paths: list[tuple]) -> None:
-        self.query = query
+    __slots__ = ("children", "paths", "queryset", "stand_ins", "statements")
+
+    def __init__(self, queryset, stand_ins: tuple, paths: list[tuple]) -> None:
+        self.queryset = queryset
+        self.stand_ins = stand_ins
         self.paths = paths
+        self.children: dict = {}
+        self.statements: dict = {}
 
     @classmethod
-    def build(cls, queryset, node: Q, values: list) -> "_FilterTemplate | None":
-        stand_ins = [_stand_in(type(value), index) for index, value in enumerate(values)]
-        try:
-            built = models.QuerySet.filter(queryset, _with_values(node, iter(stand_ins))).query
-        except Exception:
-            return None
-        found: dict[int, tuple] = {}
-        for path, leaf in _leaves(built.where):
-            if not isinstance(leaf, Lookup):
-                continue
-            for index, stand_in in enumerate(stand_ins):
-                if type(leaf.rhs) is type(stand_in) and leaf.rhs == stand_in:
-                    if index in found:
-                        return None
-                    found[index] = path
-        if len(found) != len(stand_ins):
-            return None
-        return cls(built, [found[index] for index in range(len(stand_ins))])
+    def root(cls, model, using) -> "_Node":
+        node = _roots.get((model, using))
+        if node is None:
+            queryset = LoopQuerySet(model=model, using=using)
+            queryset._root_key = None  # the node's own: never recorded from
+            node = _roots.setdefault((model, using), cls(queryset, (), []))
+        return node
 
-    def apply(self, queryset, values: list):
-        query = self.query.chain()
+    def then(self, call: tuple, kinds: list[type], apply) -> "_Node | None":
+        """The node after `call` (hashable: its name and the shape of its arguments), built the first time by
+        `apply(queryset, stand_ins)` with Django's own method; None when it cannot be recorded."""
+        child = self.children.get(call, _UNBUILT)
+        if child is _UNBUILT:
+            if len(self.children) >= CHILDREN_KEPT:
+                self.children.clear()
+            child = self.children[call] = self._build(kinds, apply)
+        return child
+
+    def _build(self, kinds: list[type], apply) -> "_Node | None":
+        start = len(self.stand_ins)
+        stand_ins = (*self.stand_ins, *(_stand_in(kind, start + index) for index, kind in enumerate(kinds)))
+        try:
+            queryset = apply(self.queryset, list(stand_ins[start:]))
+        except Exception:
+            # Whatever Django raises, it raises again on the real call, which takes Django's path.
+            return None
+        if type(queryset) is not type(self.queryset) or queryset._result_cache is not None:
+            return None
+        paths = _stand_in_paths(queryset.query.where, stand_ins) if stand_ins else []
+        return None if paths is None else _Node(queryset, stand_ins, paths)
+
+    def pending(self, values: tuple):
+        """A queryset of this node with these values, not built."""
+        queryset = object.__new__(type(self.queryset))
+        queryset.__dict__.update(self.queryset.__dict__)
+        queryset._chain_node = self
+        queryset._chain_values = values
+        queryset._unbuilt = True
+        return queryset
+
+    def build(self, values: tuple):
+        """The query Django would have built with these values: the node's, each stand-in's lookup made again with
+        its value."""
+        query = self.queryset.query.chain()
         for path, value in zip(self.paths, values, strict=True):
             parent = query.where
             for index in path[:-1]:
                 parent = parent.children[index]
             leaf = parent.children[path[-1]]
             parent.children[path[-1]] = type(leaf)(leaf.lhs, value)
-        # QuerySet._clone with the new query, without cloning the source's query only to replace it.
-        filtered = queryset.__class__(model=queryset.model, query=query, using=queryset._db, hints=queryset._hints)
-        filtered._sticky_filter = queryset._sticky_filter
-        filtered._for_write = queryset._for_write
-        filtered._prefetch_related_lookups = queryset._prefetch_related_lookups[:]
-        filtered._known_related_objects = queryset._known_related_objects
-        filtered._iterable_class = queryset._iterable_class
-        filtered._fields = queryset._fields
-        return filtered
+        return query
+
+    def statement(self, read: str) -> "_Statement | None":
+        statement = self.statements.get(read, _UNBUILT)
+        if statement is _UNBUILT:
+            statement = self.statements[read] = _Statement.build(self, read)
+        return statement
+
+
+# A model's fresh queryset (Model.objects) per (model, database alias): where every chain starts.
+_roots: dict[tuple, _Node] = {}
+
+
+class _Statement:
+    """One way of reading a node, compiled by Django: its SQL, and per lookup of its WHERE clause (in the order of
+    their parameters) which value it takes, or its own constant parameters."""
+
+    __slots__ = ("binary", "compiler", "converters", "names", "plan", "queryset", "sql")
+
+    def __init__(self, queryset, compiler, sql: str, plan: list[tuple]) -> None:
+        self.queryset = queryset
+        self.compiler = compiler
+        self.sql = sql
+        self.plan = plan
+        self.binary = _binary_rows(compiler)
+        # values() rows: the dicts ValuesIterable makes, made here with its names and the compiler's converters
+        # found once (the iterable finds both on every read).
+        self.names = self.converters = None
+        query = queryset.query
+        fields = [selected[0] for selected in compiler.select[0 : compiler.col_count]]
+        if queryset._iterable_class is ValuesIterable and not compiler.has_composite_fields(fields):
+            self.names = tuple(query.selected or (*query.extra_select, *query.values_select, *query.annotation_select))
+            self.converters = compiler.get_converters(fields)
+
+    @classmethod
+    def build(cls, node: _Node, read: str) -> "_Statement | None":
+        """`read` as Django's QuerySet does it: "all" (`list()`), "first" (`first()`: by primary key when
+        unordered, one row), "get" (unordered, at most MAX_GET_RESULTS rows), "count" (COUNT(*) over the rows, the
+        slice included), "exists" (one primary key). None for what these cannot reproduce (prefetches, locks,
+        combinators; distinct or grouped counts) or whose parameters do not all come from its lookups."""
+        queryset = node.queryset
+        query = queryset.query
+        if queryset._prefetch_related_lookups or query.select_for_update or query.combinator:
+            return None
+        try:
+            if read == "first":
+                if not queryset.ordered:
+                    queryset._check_ordering_first_last_queryset_aggregation(method="first")
+                    queryset = models.QuerySet.order_by(queryset, "pk")
+                queryset = models.QuerySet.__getitem__(queryset, slice(None, 1))
+            elif read == "get":
+                if query.can_filter() and not query.distinct_fields:
+                    queryset = models.QuerySet.order_by(queryset)
+                queryset = queryset._chain()
+                queryset.query.set_limits(high=MAX_GET_RESULTS)
+            elif read in ("count", "exists"):
+                if query.distinct or query.group_by is not None or (read == "exists" and query.is_sliced):
+                    return None
+                if read == "exists":
+                    queryset = models.QuerySet.__getitem__(models.QuerySet.order_by(queryset), slice(None, 1))
+                queryset = models.QuerySet.values(queryset, "pk")
+            connection = _wrapper()
+            compiler = queryset.query.get_compiler(connection=connection)
+            sql, params = compiler.as_sql()
+            index_of = {(type(stand_in), stand_in): index for index, stand_in in enumerate(node.stand_ins)}
+            plan = []
+            for leaf in _where_leaves(queryset.query.where, []):
+                index = index_of.get((type(leaf.rhs), leaf.rhs))
+                if index is None:
+                    plan.append((None, _leaf_parameters(leaf, compiler), None))
+                else:
+                    plan.append((index, type(leaf), leaf.lhs))
+        except (EmptyResultSet, FullResultSet, _Unparameterized, TypeError):
+            return None
+        statement = cls(queryset, compiler, sql, plan)
+        # Kept only when its parameters are exactly Django's, each value taken once.
+        taken = sorted(index for index, *_ in plan if index is not None)
+        if taken != list(range(len(node.stand_ins))) or statement.parameters(node.stand_ins) != list(params):
+            return None
+        if read == "count":
+            statement.sql = f"SELECT COUNT(*) FROM ({sql}) subquery"
+            statement.binary = True
+        return statement
+
+    def parameters(self, values) -> list | None:
+        """The statement's parameters for these values, or None when a value changes its SQL (an integer out of
+        its column's range makes Django drop or empty the condition: the caller takes Django's path)."""
+        parameters = []
+        compiler = self.compiler
+        try:
+            for index, lookup, lhs in self.plan:
+                if index is None:
+                    parameters.extend(lookup)
+                else:
+                    parameters.extend(_leaf_parameters(lookup(lhs, values[index]), compiler))
+        except (EmptyResultSet, FullResultSet):
+            return None
+        return parameters
+
+    def results(self, rows: list[tuple]) -> list:
+        if self.names is None:
+            return _results(self.queryset, self.compiler, rows)
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
+        names = self.names
+        # A row may carry columns past the selected ones (ordering): as in ValuesIterable, only the names' count.
+        return [dict(zip(names, row, strict=False)) for row in rows]
+
+
+def _serving_here(queryset) -> bool:
+    """Whether reads of this queryset may run on this loop's pool (see the module)."""
+    if not settings.FAST_PATH:
+        return False
+    # The database as QuerySet.db routes it: without routers or hints, the manager's alias or the default.
+    db = queryset._db or (DEFAULT_DB_ALIAS if not (settings.DATABASE_ROUTERS or queryset._hints) else queryset.db)
+    if db != ALIAS:
+        return False
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return loop in _serving and _wrapper().vendor == "postgresql"
+
+
+def _runs_here(queryset) -> bool:
+    """Whether a built queryset's read runs on this loop: one the methods below reproduce, on a loop that serves."""
+    if not _serving_here(queryset):
+        return False
+    query = queryset.query
+    return not (queryset._prefetch_related_lookups or query.select_for_update or query.combinator)
 
 
 class LoopQuerySet(models.QuerySet):
     """A QuerySet whose `aget`, `afirst`, `acount`, `aexists` and `async for` run on the event loop's pool where
-    they can (see the module), with the ORM's results, and whose `filter()` on a queryset it has filtered before
-    in the same way reuses that work (_FilterTemplate); everything else is Django's."""
+    they can (see the module), with the ORM's results, and whose `filter`, `order_by`, `values`, `only`,
+    `select_related`, `all` and slices are recorded rather than built where they can be (see "recorded querysets"
+    above); everything else is Django's."""
+
+    # A recorded queryset: its node and the values of its calls; built (its `query` made) on first need.
+    _unbuilt = False
+    _chain_node = None
+    _chain_values = ()
 
     def __init__(self, model=None, query=None, using=None, hints=None) -> None:
         super().__init__(model=model, query=query, using=using, hints=hints)
-        # A fresh queryset (Model.objects): every one of the model is the same, so they share their templates.
-        self._fresh = query is None
-        self._filter_templates = _fresh_filters.setdefault((model, using), {}) if self._fresh else None
+        # A fresh queryset (Model.objects): calls on it may be recorded, from its model's root node.
+        self._root_key = (model, using) if query is None and not hints else None
+
+    def _build_recorded(self) -> None:
+        if self._unbuilt:
+            self._unbuilt = False
+            self._query = self._chain_node.build(self._chain_values)
+            self._chain_node = None
+            self._chain_values = ()
+
+    @property
+    def query(self):
+        if self._unbuilt:
+            self._build_recorded()
+        else:
+            # Handed out: it may be changed in place, so calls on this queryset are no longer recorded.
+            self._root_key = None
+        return models.QuerySet.query.fget(self)
+
+    @query.setter
+    def query(self, value):
+        self._unbuilt = False
+        self._chain_node = None
+        self._root_key = None
+        models.QuerySet.query.fset(self, value)
+
+    def __deepcopy__(self, memo):
+        self._build_recorded()  # a copy holds its own query, never a node
+        return super().__deepcopy__(memo)
+
+    # --- recorded calls
+
+    def _recorded(self, call: tuple, values: list, apply):
+        """This queryset after `call`, not built, or None when it cannot be recorded (then the caller runs
+        Django's method)."""
+        if (
+            not settings.FAST_PATH
+            or self._result_cache is not None
+            or self._sticky_filter
+            or self._defer_next_filter
+            or self._for_write
+        ):
+            return None
+        if self._unbuilt:
+            node, before = self._chain_node, self._chain_values
+        elif self._root_key is not None and not (
+            self._deferred_filter or self._known_related_objects or self._prefetch_related_lookups
+        ):
+            node, before = _Node.root(*self._root_key), ()
+        else:
+            return None
+        after = node.then(call, [type(value) for value in values], apply)
+        return None if after is None else after.pending((*before, *values))
 
     def filter(self, *args, **kwargs):
-        if not settings.FAST_PATH or self._defer_next_filter or self._sticky_filter or self.query.is_sliced:
-            return super().filter(*args, **kwargs)
-        node = Q(*args, **kwargs)
         values: list = []
-        shape = _filter_shape(node, values)
-        if shape is None:
-            return super().filter(*args, **kwargs)
-        templates = self._filter_templates
-        if templates is None:
-            templates = self._filter_templates = {}
-        elif self._fresh and self.query.where.children:
-            # A fresh queryset changed in place (a deferred related filter applied): no longer like the others.
-            return super().filter(*args, **kwargs)
-        template = templates.get(shape, _FilterTemplate)
-        if template is _FilterTemplate:
-            if len(templates) >= FILTER_TEMPLATES_KEPT:
-                templates.clear()
-            template = templates[shape] = _FilterTemplate.build(self, node, values)
-        if template is None:
-            return super().filter(*args, **kwargs)
-        return template.apply(self, values)
+        if args:
+            where = Q(*args, **kwargs)
+            shape = _filter_shape(where, values)
+
+            def apply(queryset, stand_ins):
+                return models.QuerySet.filter(queryset, _with_values(where, iter(stand_ins)))
+
+        else:
+            # Keyword arguments only (the usual call): their shape without making a Q of them.
+            shapes = tuple(_filter_shape(item, values) for item in kwargs.items())
+            shape = None if None in shapes else (Q.AND, False, shapes)
+
+            def apply(queryset, stand_ins):
+                return models.QuerySet.filter(queryset, **_kwargs_with(kwargs, stand_ins))
+
+        if shape is not None:
+            recorded = self._recorded(("filter", shape), values, apply)
+            if recorded is not None:
+                return recorded
+        return super().filter(*args, **kwargs)
+
+    def _record_names(self, method: str, names: tuple):
+        """A call whose arguments are field names (order_by, values, only, select_related), or None."""
+        if not all(type(name) is str for name in names):
+            return None
+        django_method = getattr(models.QuerySet, method)
+        return self._recorded((method, names), [], lambda queryset, _: django_method(queryset, *names))
+
+    def order_by(self, *field_names):
+        recorded = self._record_names("order_by", field_names)
+        return super().order_by(*field_names) if recorded is None else recorded
+
+    def values(self, *fields, **expressions):
+        recorded = None if expressions else self._record_names("values", fields)
+        return super().values(*fields, **expressions) if recorded is None else recorded
+
+    def only(self, *fields):
+        recorded = self._record_names("only", fields)
+        return super().only(*fields) if recorded is None else recorded
+
+    def select_related(self, *fields):
+        recorded = self._record_names("select_related", fields)
+        return super().select_related(*fields) if recorded is None else recorded
+
+    def all(self):
+        recorded = self._record_names("all", ())
+        return super().all() if recorded is None else recorded
+
+    def __getitem__(self, k):
+        if (
+            type(k) is slice
+            and k.step is None
+            and all(bound is None or (type(bound) is int and bound >= 0) for bound in (k.start, k.stop))
+            and (self._unbuilt or self._root_key is not None)
+        ):
+            node = self._chain_node if self._unbuilt else None
+            if node is None or not node.queryset.query.is_sliced:
+                # A slice of a slice is Django's: the limits combine.
+                recorded = self._recorded(
+                    ("slice", k.start, k.stop), [], lambda queryset, _: models.QuerySet.__getitem__(queryset, k)
+                )
+                if recorded is not None:
+                    return recorded
+        return super().__getitem__(k)
+
+    # --- reads on the loop
+
+    def _statement(self, read: str):
+        """(statement, parameters) of this recorded queryset read as `read`, or None when it does not run so here
+        (not recorded, not on a loop that serves, not a statement this layer can keep, or a value that changes the
+        statement's SQL)."""
+        if not self._unbuilt or not _serving_here(self):
+            return None
+        statement = self._chain_node.statement(read)
+        if statement is None:
+            return None
+        parameters = statement.parameters(self._chain_values)
+        return None if parameters is None else (statement, parameters)
 
     def __aiter__(self):
-        if self._result_cache is not None or not _runs_here(self):
-            return super().__aiter__()
-
         async def generator():
             if self._result_cache is None:
-                self._result_cache = await _evaluate(self)
+                prepared = self._statement("all")
+                if prepared is not None:
+                    statement, parameters = prepared
+                    rows = await _execute(statement.sql, parameters, binary=statement.binary)
+                    self._result_cache = statement.results(rows)
+                elif _runs_here(self):
+                    self._result_cache = await _evaluate(self)
+                else:
+                    await sync_to_async(self._fetch_all)()  # Django's own __aiter__
             for item in self._result_cache:
                 yield item
 
         return generator()
 
     async def aget(self, *args, **kwargs):
-        if not _runs_here(self):
+        if not _serving_here(self):
             return await super().aget(*args, **kwargs)
-        # As QuerySet.get(): unordered, at most MAX_GET_RESULTS rows read to tell "one" from "several".
-        clone = self.filter(*args, **kwargs)
-        if clone.query.can_filter() and not clone.query.distinct_fields:
-            clone = clone.order_by()
-        clone.query.set_limits(high=MAX_GET_RESULTS)
-        found = await _evaluate(clone)
+        clone = self.filter(*args, **kwargs) if args or kwargs else self
+        prepared = clone._statement("get")
+        if prepared is not None:
+            statement, parameters = prepared
+            found = statement.results(await _execute(statement.sql, parameters, binary=statement.binary))
+        else:
+            if not _runs_here(clone):
+                return await super().aget(*args, **kwargs)
+            # As QuerySet.get(): unordered, at most MAX_GET_RESULTS rows read to tell "one" from "several".
+            if clone.query.can_filter() and not clone.query.distinct_fields:
+                clone = clone.order_by()
+            clone = clone._chain()
+            clone.query.set_limits(high=MAX_GET_RESULTS)
+            found = await _evaluate(clone)
         if len(found) == 1:
             return found[0]
         if not found:
@@ -608,26 +856,37 @@ class LoopQuerySet(models.QuerySet):
         )
 
     async def afirst(self):
-        # Unordered with an aggregation: Django's own answer (it refuses some of those).
-        if not _runs_here(self) or (not self.ordered and self.query.group_by is not None):
-            return await super().afirst()
-        # As QuerySet.first(): by primary key when unordered, one row; made in one clone.
-        first = self._chain()
-        if not first.ordered:
-            first.query.clear_ordering(force=True, clear_default=False)
-            first.query.add_ordering("pk")
-        first.query.set_limits(high=1)
-        found = await _evaluate(first)
+        prepared = self._statement("first")
+        if prepared is not None:
+            statement, parameters = prepared
+            found = statement.results(await _execute(statement.sql, parameters, binary=statement.binary))
+        else:
+            # Unordered with an aggregation: Django's own answer (it refuses some of those).
+            if not _runs_here(self) or (not self.ordered and self.query.group_by is not None):
+                return await super().afirst()
+            # As QuerySet.first(): by primary key when unordered, one row; made in one clone.
+            first = self._chain()
+            if not first.ordered:
+                first.query.clear_ordering(force=True, clear_default=False)
+                first.query.add_ordering("pk")
+            first.query.set_limits(high=1)
+            found = await _evaluate(first)
         return found[0] if found else None
 
     def _counts_here(self) -> bool:
         # Counted as COUNT(*) over the query's rows (its slice included): distinct or grouped rows are Django's.
+        if not _runs_here(self):
+            return False
         query = self.query
-        return _runs_here(self) and not (query.distinct or query.group_by is not None)
+        return not (query.distinct or query.group_by is not None)
 
     async def acount(self) -> int:
         if self._result_cache is not None:
             return len(self._result_cache)
+        prepared = self._statement("count")
+        if prepared is not None:
+            statement, parameters = prepared
+            return (await _execute(statement.sql, parameters, binary=True))[0][0]
         if not self._counts_here():
             return await super().acount()
         return await _count(self)
@@ -635,6 +894,10 @@ class LoopQuerySet(models.QuerySet):
     async def aexists(self) -> bool:
         if self._result_cache is not None:
             return bool(self._result_cache)
+        prepared = self._statement("exists")
+        if prepared is not None:
+            statement, parameters = prepared
+            return bool(await _execute(statement.sql, parameters, binary=statement.binary))
         if not self._counts_here() or self.query.is_sliced:
             return await super().aexists()
         return bool(await _evaluate(self.order_by().values_list("pk")[:1]))

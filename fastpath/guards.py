@@ -22,19 +22,22 @@ PRIVATE_USES = (
         "Django",
         "5.2.19",
         "fastpath/db.py",
-        "QuerySet._chain/_iterable_class/_fields/_hints/_sticky_filter/_for_write/_known_related_objects/"
-        "_prefetch_related_lookups/_result_cache/_defer_next_filter (_FilterTemplate.apply rebuilds _clone); "
-        "Query attributes read for a statement's shape (_shape: alias_map, alias_refcount, select, marks, ...; "
-        "_filtered_relations); WhereNode children replaced in a clone, lookups re-made as Lookup(lhs, rhs); "
-        "Lookup.get_db_prep_lookup as the statement's parameters; SQLCompiler.as_sql and results_iter fed fetched "
-        "rows through Query.get_compiler set on the query while Django's iterable runs",
+        "QuerySet.query overridden (QuerySet.query.fget/fset) to build a recorded queryset on first need; "
+        "recorded querysets made as copies of a built one's __dict__ (_query, _result_cache, _iterable_class, "
+        "_fields, _db, _hints, _sticky_filter, _defer_next_filter, _deferred_filter, _for_write, "
+        "_known_related_objects, _prefetch_related_lookups read); QuerySet._chain and "
+        "_check_ordering_first_last_queryset_aggregation as first()/get() use them; Query.chain, WhereNode children "
+        "replaced in a clone, lookups re-made as Lookup(lhs, rhs); Lookup.process_rhs as a statement's parameters; "
+        "SQLCompiler.as_sql/select/col_count/get_converters/apply_converters/has_composite_fields, results_iter fed "
+        "fetched rows through a query whose get_compiler returns them; ValuesIterable's dicts made from its names",
     ),
     PrivateUse(
         "Django",
         "5.2.19",
         "fastpath/asgi.py",
         "ASGIHandler.handle re-implemented (read_body, create_request, run_get_response, send_response, "
-        "listen_for_disconnect); HttpResponseBase._resource_closers; Signal._live_receivers; base.reset_urlconf",
+        "listen_for_disconnect); HttpResponseBase._resource_closers; Signal._live_receivers; base.reset_urlconf; "
+        "caches made where the application loads, for requests to inherit (CacheHandler's context-local storage)",
     ),
     PrivateUse(
         "Django",
@@ -62,5 +65,11 @@ PRIVATE_USES = (
         "fastpath/redis.py",
         "asyncio Connection._writer, pack_command, read_response, connect_check_health",
     ),
-    PrivateUse("django-redis", "7.0.0", "fastpath/cache.py", "DefaultClient.make_key/encode/decode"),
+    PrivateUse(
+        "django-redis",
+        "7.0.0",
+        "fastpath/cache.py",
+        "RedisCache._client/_client_cls/_server/_params (one client per configuration); DefaultClient.make_key/"
+        "encode/decode",
+    ),
 )

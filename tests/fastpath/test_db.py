@@ -5,10 +5,13 @@ the layer's answer with the ORM's (read in the test's thread), and checks on the
 did run there, or, where the layer must step aside, that it did not.
 """
 
+import copy
+import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.exceptions import FieldError
 from django.db import DataError
 from django.db.models import Q
 
@@ -120,13 +123,19 @@ async def test_aget_afirst_acount_aexists(seeded, serving):
     assert not await Post.objects.filter(title="nothing").aexists()
 
 
+def statements_of(queryset) -> dict:
+    """The statements built so far for a recorded queryset's chain of calls (read -> statement, None: Django's)."""
+    return queryset._chain_node.statements
+
+
 async def test_queries_of_one_shape_compile_once_and_keep_their_own_parameters(seeded, serving):
-    loop_db._compiled.clear()
     posts = await orm(lambda: list(Post.objects.order_by("id")))
     for post in posts:
         found = await Post.objects.filter(pk=post.pk).values(*_COLUMNS).afirst()
         assert found["id"] == post.pk and found["title"] == post.title
-    assert len(loop_db._compiled) == 1
+    # One chain of calls, one statement for afirst(), whatever the id.
+    statements = statements_of(Post.objects.filter(pk=1).values(*_COLUMNS))
+    assert list(statements) == ["first"] and statements["first"] is not None
     # Same lookups, other SQL: an IN list's duplicates collapse, a search escapes its wildcards.
     a, b, c = (post.pk for post in posts[:3])
     for ids in ([a, a, b], [a, b, c], [c]):
@@ -142,6 +151,58 @@ async def test_queries_of_one_shape_compile_once_and_keep_their_own_parameters(s
     for offset in range(3):
         page = [post.pk async for post in Post.objects.order_by("id")[offset : offset + 1]]
         assert page == [posts[offset].pk]
+    # A choice (TextChoices) is a constant of the statement, as its value.
+    published = Post.objects.filter(status=PostStatus.PUBLISHED).order_by("id")
+    assert [post.pk async for post in published] == [post.pk for post in posts[:3]]
+    assert statements_of(published)["all"] is not None
+
+
+async def test_a_value_that_changes_the_sql_takes_django_s_path(seeded, serving):
+    # An integer outside the column's range: Django drops the condition (no row, or every row) rather than send it.
+    expected = await orm(
+        lambda: list(Post.objects.filter(id__gt=-(2**70)).order_by("id").values_list("id", flat=True))
+    )
+    for _ in range(2):
+        assert await Post.objects.filter(pk=2**70).afirst() is None
+        assert await Post.objects.filter(pk=2**70).acount() == 0
+        ids = [pk async for pk in Post.objects.filter(id__gt=-(2**70)).order_by("id").values_list("id", flat=True)]
+        assert ids == expected and len(ids) == 4
+    # The same chain with an ordinary value runs on the loop.
+    before = pool_requests()
+    assert (await Post.objects.filter(pk=expected[0]).afirst()).pk == expected[0]
+    assert pool_requests() == before + 1
+
+
+async def test_errors_come_at_the_call_as_in_django(seeded, serving):
+    with pytest.raises(FieldError):
+        Post.objects.filter(no_such_field=1)
+    with pytest.raises(FieldError):
+        Post.objects.values("no_such_field")
+    with pytest.raises(TypeError):
+        Post.objects.order_by("id")[:2].filter(pk=1)
+    with pytest.raises(TypeError):
+        Post.objects.order_by("id")[:2].order_by("title")
+    # A value Django converts (a numeric string for an integer column) is not stood in for, and still works.
+    first = await seeded["author"].posts.afirst()
+    assert (await Post.objects.filter(pk=str(first.pk)).afirst()) == first
+
+
+def test_a_recorded_queryset_is_django_s_everywhere_else(seeded):
+    """Built on first need (its query, a sync read, a copy, a pickle), a recorded queryset is the one Django builds."""
+    author = seeded["author"]
+    recorded = Post.objects.values(*_COLUMNS).filter(author_id=author.pk).order_by("id")[:2]
+    assert recorded._unbuilt
+    assert list(recorded) == list(Post.objects.values(*_COLUMNS).filter(author_id=author.pk).order_by("id")[:2].all())
+    again = Post.objects.values(*_COLUMNS).filter(author_id=author.pk).order_by("id")[:2]
+    assert again.count() == 2 and again.exists() and len(again) == 2
+    ids = sorted(Post.objects.filter(author=author).values_list("pk", flat=True))
+    assert [
+        row["id"] for row in copy.deepcopy(Post.objects.filter(author_id=author.pk).order_by("id")).values()
+    ] == ids
+    assert [row["id"] for row in recorded] == ids[:2]
+    assert sorted(post.pk for post in pickle.loads(pickle.dumps(Post.objects.filter(author_id=author.pk)))) == ids
+    # Related managers keep their own filters (Django's path).
+    assert sorted(post.pk for post in author.posts.all()) == ids
 
 
 async def test_a_query_that_cannot_match_costs_no_round_trip(seeded, serving):
@@ -198,6 +259,8 @@ FILTERS = [
     lambda: (Post.objects, {"created_at__lte": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "author_id": 3}),
     lambda: (Post.objects, {"author": None}),
     lambda: (User.objects.filter(is_active=True), {"pk": 5, "is_staff": False}),
+    lambda: (Post.objects.select_related("author").only("title", "author__username"), {"title__startswith": "p"}),
+    lambda: (Post.objects.filter(status=PostStatus.PUBLISHED), {"created_at__lt": datetime(2026, 1, 1, tzinfo=UTC)}),
 ]
 
 
@@ -219,6 +282,24 @@ def test_a_filter_made_from_its_template_is_the_filter_django_makes(case, settin
         settings.FAST_PATH = False
         assert _sql(fast) == _sql(Post.objects.filter(either).filter(node))
         settings.FAST_PATH = True
+
+
+CHAINS = [
+    lambda pk: Post.objects.values(*_COLUMNS).order_by(*_NEWEST_FIRST).filter(author_id=pk)[20:40],
+    lambda pk: Post.objects.all().filter(Q(status=PostStatus.PUBLISHED) | Q(author_id=pk)).order_by()[: pk + 1],
+    lambda pk: User.objects.filter(is_active=True).only("id", "username").order_by("id").filter(pk__gte=pk)[pk:],
+    lambda pk: Message.objects.select_related("user", "room").filter(room_id=pk).filter(id__gt=pk).order_by("id"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CHAINS)))
+def test_a_recorded_chain_builds_the_query_django_builds(case, settings):
+    for pk in (3, 4, 3):
+        settings.FAST_PATH = True
+        recorded = CHAINS[case](pk)
+        assert recorded._unbuilt
+        settings.FAST_PATH = False
+        assert _sql(recorded) == _sql(CHAINS[case](pk))
 
 
 async def test_filters_made_from_templates_read_the_rows_django_reads(seeded, serving):
