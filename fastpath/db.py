@@ -517,6 +517,9 @@ class _Node:
         """A queryset of this node with these values, not built."""
         queryset = object.__new__(type(self.queryset))
         queryset.__dict__.update(self.queryset.__dict__)
+        # Dicts Django may change in place (_add_hints, _merge_known_related_objects): this queryset's own.
+        queryset._hints = {}
+        queryset._known_related_objects = {}
         queryset._chain_node = self
         queryset._chain_values = values
         queryset._unbuilt = True
@@ -718,13 +721,15 @@ class LoopQuerySet(models.QuerySet):
             or self._sticky_filter
             or self._defer_next_filter
             or self._for_write
+            or self._hints
+            or self._known_related_objects
+            or self._deferred_filter
+            or self._prefetch_related_lookups
         ):
             return None
         if self._unbuilt:
             node, before = self._chain_node, self._chain_values
-        elif self._root_key is not None and not (
-            self._deferred_filter or self._known_related_objects or self._prefetch_related_lookups
-        ):
+        elif self._root_key is not None:
             node, before = _Node.root(*self._root_key), ()
         else:
             return None

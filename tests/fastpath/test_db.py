@@ -203,6 +203,11 @@ def test_a_recorded_queryset_is_django_s_everywhere_else(seeded):
     assert sorted(post.pk for post in pickle.loads(pickle.dumps(Post.objects.filter(author_id=author.pk)))) == ids
     # Related managers keep their own filters (Django's path).
     assert sorted(post.pk for post in author.posts.all()) == ids
+    # What Django changes in place on one queryset (routing hints) stays with it.
+    hinted = Post.objects.filter(author_id=author.pk)
+    hinted._add_hints(instance=author)
+    assert Post.objects.filter(author_id=author.pk)._hints == {}
+    assert sorted(post.pk for post in hinted.filter(status=PostStatus.PUBLISHED)) == ids
 
 
 async def test_a_query_that_cannot_match_costs_no_round_trip(seeded, serving):
