@@ -5,6 +5,7 @@ from channels.testing import WebsocketCommunicator
 
 from chat.models import Message, Room
 from config.asgi import application
+from fastpath import db as loop_db
 from tests.conftest import child_process_env
 from tests.helpers import ServerProcess
 
@@ -33,6 +34,9 @@ async def connect():
     yield open_socket
     for communicator in opened:
         await communicator.disconnect()
+    # The application marks the loop it runs on as one that serves: this test's loop, which ends with the test,
+    # must not keep the database connections its reads opened.
+    await loop_db.close_pool()
 
 
 def make_messages(room: Room, user, count: int) -> list[Message]:
