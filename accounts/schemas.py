@@ -5,7 +5,9 @@ from django.contrib.auth.models import BaseUserManager
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from ninja import Field, Schema
-from pydantic import AfterValidator, ConfigDict
+from pydantic import AfterValidator
+
+from core.schemas import StrictSchema
 
 # Generous, but bounded: hashing an unbounded password is a cheap way to burn our CPU.
 MAX_PASSWORD_LENGTH = 1024
@@ -24,12 +26,6 @@ Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
 Username = Annotated[str, Field(min_length=1, max_length=150, pattern=r"^[\w.@+-]+$")]
 Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
 JWT = Annotated[str, Field(min_length=1, max_length=4096)]
-
-
-class StrictSchema(Schema):
-    """Unknown fields are refused rather than silently ignored (a typo in a PATCH must not look like success)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class RegisterIn(StrictSchema):

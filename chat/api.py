@@ -4,7 +4,7 @@ from typing import Annotated
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Path, Query, Router, Schema, Status
 
 from accounts.auth import jwt_auth, session_auth
 from chat import selectors, services
@@ -16,6 +16,8 @@ from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut
 chat_router = Router(tags=["chat"], auth=[jwt_auth, session_auth])
 
 MessageId = Annotated[int, Field(ge=0, le=MAX_OBJECT_ID)]
+# What services.room_create's slugify can make (ASCII letters, digits, '-' and '_'), as the room model stores it.
+RoomSlug = Annotated[str, Path(pattern=r"^[-a-zA-Z0-9_]+$", max_length=100)]
 
 
 class HistoryParams(Schema):
@@ -42,7 +44,7 @@ async def create_room(request, payload: RoomIn):
     response={200: MessagePage, **UNAUTHENTICATED, 404: ErrorOut, **INVALID},
     summary="A window of a room's history, oldest first",
 )
-async def room_messages(request, slug: str, params: Query[HistoryParams]):
+async def room_messages(request, slug: RoomSlug, params: Query[HistoryParams]):
     room = await selectors.room_get(slug=slug)
     return await selectors.message_history(room=room, before=params.before, after=params.after, limit=params.limit)
 

@@ -20,6 +20,7 @@ from chat.schemas import message_event
 from chat.throttle import TokenBucket
 from core.logging import request_id_var, user_id_var
 from core.metrics import CHAT_MESSAGES_SENT, WEBSOCKET_CONNECTIONS
+from core.schemas import UNSTORABLE_TEXT_MESSAGE, holds_unstorable_text
 from core.tracing import context_from_headers, span, tracer
 
 logger = logging.getLogger(__name__)
@@ -45,10 +46,14 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def authenticate(self) -> User | None:
         ticket = self.query_param("ticket")
         if ticket:
-            user_id = await services.ticket_redeem(ticket=ticket)
-            if user_id is None:
+            redeemed = await services.ticket_redeem(ticket=ticket)
+            if redeemed is None:
                 return None
-            return await User.objects.filter(pk=user_id, is_active=True).afirst()
+            user_id, generation = redeemed
+            user = await User.objects.filter(pk=user_id, is_active=True).afirst()
+            if user is None or (generation is not None and user.token_generation != generation):
+                return None
+            return user
         # Channels' AuthMiddleware has already resolved the session's user (or AnonymousUser).
         session_user = self.scope.get("user")
         if session_user is not None and session_user.is_authenticated and session_user.is_active:
@@ -106,11 +111,15 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: nested deeper than the interpreter's recursion limit.
             await self.send_error("invalid_json", "The frame is not valid JSON.")
             return
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
             await self.send_error("invalid_frame", 'Send a JSON object with a "type".')
+            return
+        if holds_unstorable_text(content):
+            await self.send_error("invalid_text", UNSTORABLE_TEXT_MESSAGE)
             return
         frame_type = content["type"] if content["type"] in self.frame_types else "other"
         with tracer.start_as_current_span(
@@ -313,3 +322,13 @@ class NotificationConsumer(AuthenticatedConsumer):
 
     async def notify_event(self, payload: dict) -> None:
         await self.send_json(payload["event"])
+
+
+class NoRouteConsumer(AsyncJsonWebsocketConsumer):
+    """Every WebSocket path no route matches (a typo, a room address no room can have) is closed with 4004, as an
+    unknown room is, rather than failing in the router (an HTTP 500 at the handshake)."""
+
+    async def connect(self) -> None:
+        # Accepted first: a close code can only be delivered on an open socket.
+        await self.accept()
+        await self.close(code=4004)

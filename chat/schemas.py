@@ -3,12 +3,11 @@ from typing import Annotated
 from uuid import UUID
 
 from ninja import Field, Schema
-from pydantic import ConfigDict
+
+from core.schemas import StrictSchema
 
 
-class RoomIn(Schema):
-    model_config = ConfigDict(extra="forbid")
-
+class RoomIn(StrictSchema):
     name: Annotated[str, Field(min_length=1, max_length=100)]
 
 

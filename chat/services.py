@@ -77,13 +77,20 @@ def notify_user(*, user_id: int, event: dict) -> None:
 
 async def ticket_issue(*, user) -> str:
     ticket = secrets.token_urlsafe(32)
-    await get_store().set(f"ws-ticket:{ticket}", str(user.pk), ttl=settings.CHAT_TICKET_TTL_SECONDS)
+    # The user's token generation goes with it: a password change or "log out everywhere" in between voids it, as
+    # it voids the user's access tokens.
+    value = f"{user.pk}:{user.token_generation}"
+    await get_store().set(f"ws-ticket:{ticket}", value, ttl=settings.CHAT_TICKET_TTL_SECONDS)
     return ticket
 
 
-async def ticket_redeem(*, ticket: str) -> int | None:
-    """The user id the ticket was issued to, once: the read and the delete are one atomic step."""
+async def ticket_redeem(*, ticket: str) -> tuple[int, int | None] | None:
+    """(user id, token generation) the ticket was issued for, once: the read and the delete are one atomic step.
+    The generation is None for a ticket issued before generations were recorded in them."""
     if not ticket or len(ticket) > 128:
         return None
-    user_id = await get_store().take(f"ws-ticket:{ticket}")
-    return int(user_id) if user_id else None
+    value = await get_store().take(f"ws-ticket:{ticket}")
+    if not value:
+        return None
+    user_id, _, generation = value.partition(":")
+    return int(user_id), int(generation) if generation else None

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
+from django.utils.encoding import escape_uri_path
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
@@ -66,6 +67,10 @@ def install_error_handlers(api: NinjaAPI) -> None:
     def body_too_large(request, exc: RequestDataTooBig):
         return _respond(api, request, 413, error_body(413, "Request body is too large."))
 
+    def too_many_fields(request, exc: TooManyFieldsSent | TooManyFilesSent):
+        # More query or form fields than DATA_UPLOAD_MAX_NUMBER_FIELDS (files: _FILES): Django refuses to parse them.
+        return _respond(api, request, 400, error_body(400, str(exc), "too_many_fields"))
+
     def unexpected(request, exc: Exception):
         request_id = request_id_var.get()
         logger.exception("unhandled error in %s %s", request.method, request.path)
@@ -74,6 +79,8 @@ def install_error_handlers(api: NinjaAPI) -> None:
 
     api.add_exception_handler(Exception, unexpected)
     api.add_exception_handler(RequestDataTooBig, body_too_large)
+    api.add_exception_handler(TooManyFieldsSent, too_many_fields)
+    api.add_exception_handler(TooManyFilesSent, too_many_fields)
     api.add_exception_handler(Http404, not_found)
     api.add_exception_handler(HttpError, http_error)
     api.add_exception_handler(AuthorizationError, authorization_error)
@@ -124,7 +131,8 @@ class DeprecatedNinjaAPI(NinjaAPI):
             served = self._successor_serves[key] = (template, method) in self._successor_operation_set()
         if not served:
             return None
-        return self.successor_prefix + request.path.removeprefix(self.prefix)
+        # The path as a URI (percent-encoded): a header value cannot carry the control characters a path may decode to.
+        return self.successor_prefix + escape_uri_path(request.path.removeprefix(self.prefix))
 
     def _successor_operation_set(self) -> frozenset[tuple[str, str]]:
         # Read once from the successor's own schema: (path template, method) of every operation it serves.

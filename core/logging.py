@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -35,6 +36,45 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+# Secrets as they can appear in a log line: JWTs anywhere, credentials after an auth scheme, and the values of
+# query, form, cookie and JSON fields that carry one (a WebSocket ticket in the server's access line, a password in
+# a repr).
+_SECRET_NAMES = (
+    r"ticket|token|access_token|refresh_token|password|current_password|new_password|secret|signature|sessionid|"
+    r"csrftoken|csrfmiddlewaretoken"
+)
+_SECRETS = (
+    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted]"),
+    (re.compile(r"(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1\2[redacted]"),
+    (re.compile(rf"(?i)\b({_SECRET_NAMES})=[^&;\s'\"]+"), r"\1=[redacted]"),
+    (re.compile(rf'(?i)"({_SECRET_NAMES})"(\s*:\s*)"(?:[^"\\]|\\.)*"'), r'"\1"\2"[redacted]"'),
+    (re.compile(rf"(?i)'({_SECRET_NAMES})'(\s*:\s*)'(?:[^'\\]|\\.)*'"), r"'\1'\2'[redacted]'"),
+)
+
+
+def redact_secrets(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecretsFilter(logging.Filter):
+    """No token, ticket, password, cookie or signature reaches a log line: the message (with its arguments), the
+    string extras and the traceback of every record are redacted before any formatter sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_secrets(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and type(value) is str:
+                setattr(record, key, redact_secrets(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_secrets(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -51,7 +91,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
         )
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         try:
             # orjson: the access line of every request is formatted here.
             return orjson.dumps(entry, default=str).decode()

@@ -5,9 +5,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from ninja import Field, Header, Schema
 from pydantic import AfterValidator, StringConstraints
 
-from accounts.schemas import StrictSchema, UserPublic
+from accounts.schemas import UserPublic
 from core.pagination import PageParams, PaginationOut
 from core.params import MAX_OBJECT_ID
+from core.schemas import StrictSchema, refuse_unstorable_text
 from posts.models import (
     MAX_BODY_LENGTH,
     MAX_TITLE_LENGTH,
@@ -21,19 +22,10 @@ MAX_SEARCH_LENGTH = 200
 MAX_CURSOR_LENGTH = 512
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refused here rather than as a database error.
-    if "\x00" in value:
-        raise ValueError("Must not contain NUL characters.")
-    return value
-
-
-Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_LENGTH), AfterValidator(_no_nul)
-]
-Body = Annotated[str, Field(max_length=MAX_BODY_LENGTH), AfterValidator(_no_nul)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_LENGTH)]
+Body = Annotated[str, Field(max_length=MAX_BODY_LENGTH)]
 Search = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=MAX_SEARCH_LENGTH), AfterValidator(_no_nul)
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_SEARCH_LENGTH), AfterValidator(refuse_unstorable_text)
 ]
 AuthorId = Annotated[int, Field(ge=1, le=MAX_OBJECT_ID)]
 

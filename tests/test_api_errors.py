@@ -175,3 +175,68 @@ def test_v1_links_only_to_operations_v2_really_has(client, make_user, bearer):
     assert "Link" not in created
     post_id = created.json()["id"]
     assert client.get(f"/api/v1/posts/{post_id}")["Link"] == f'</api/v2/posts/{post_id}>; rel="successor-version"'
+
+
+# --- input the database cannot take, paths and queries Django refuses -------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "\x00"])
+@pytest.mark.parametrize(
+    ("method", "path", "field", "authenticated"),
+    [
+        ("post", "/api/v1/auth/token", "username", False),
+        ("post", "/api/v1/auth/token", "password", False),
+        ("patch", "/api/v1/users/me", "display_name", True),
+        ("post", "/api/v1/chat/rooms", "name", True),
+        ("post", "/api/v1/posts/", "title", True),
+        ("post", "/api/v1/posts/", "body", True),
+    ],
+)
+def test_text_the_database_cannot_store_is_a_422_naming_its_field(
+    client, make_user, bearer, method, path, field, authenticated, text
+):
+    valid = {
+        "/api/v1/auth/token": {"username": "someone", "password": "long enough"},
+        "/api/v1/posts/": {"title": "t"},
+    }
+    body = {**valid.get(path, {}), field: text}
+    headers = bearer(make_user()) if authenticated else {}
+    response = getattr(client, method)(path, json.dumps(body), content_type="application/json", headers=headers)
+    assert response.status_code == 422, response.content
+    issue = response.json()["detail"][0]
+    assert issue["loc"][-1] == field and issue["type"] == "invalid_text"
+
+
+@pytest.mark.parametrize("text", ["a\ud800b", "\udfff"])
+def test_a_body_with_an_unpaired_surrogate_is_not_json_the_service_reads(client, make_user, bearer, text):
+    # json.dumps writes it as its \u escape, which strict UTF-8 parsers (orjson) refuse.
+    body = json.dumps({"title": text})
+    response = client.post("/api/v1/posts/", body, content_type="application/json", headers=bearer(make_user()))
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+
+
+def test_a_search_with_a_nul_is_a_422(client):
+    response = client.get("/api/v2/posts/", {"search": "a\x00b"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "search"
+
+
+# (Not a newline or a tab: urllib, and so the test client, drops them from a URL.)
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x1b", "\x7f"])
+def test_control_characters_in_a_path_are_answered(client, make_user, bearer, character):
+    response = client.get(f"/api/v1/users/{character}")
+    assert response.status_code == 422
+    # v1's Link header names the successor with the path percent-encoded (a header cannot carry the character).
+    assert response["Link"] == f'</api/v2/users/%{ord(character):02X}>; rel="successor-version"'
+    for version in ("v1", "v2"):
+        room = client.get(f"/api/{version}/chat/rooms/a{character}b/messages", headers=bearer(make_user()))
+        assert room.status_code == 422
+        assert room.json()["detail"][0]["loc"][-1] == "slug"
+
+
+def test_more_query_fields_than_django_parses_is_a_400(client, settings):
+    fields = {f"f{i}": "1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
+    response = client.get("/api/v2/posts/", fields)
+    assert response.status_code == 400
+    assert response.json()["code"] == "too_many_fields"

@@ -90,6 +90,26 @@ async def test_a_deactivated_users_ticket_is_closed_with_4001(connect, room, mak
     assert await close_code(communicator) == 4001
 
 
+@pytest.mark.parametrize("path", ["/ws/unknown/", "/ws/chat/%00/", "/ws/chat/a%0Ab/", "/ws/", "/ws/chat/général/"])
+async def test_a_path_no_route_matches_is_closed_with_4004(connect, path):
+    communicator, connected = await connect(path)
+    assert connected
+    assert await close_code(communicator) == 4004
+
+
+async def test_a_ticket_issued_before_a_password_change_is_closed_with_4001(connect, room, make_user):
+    from accounts.services import user_log_out_everywhere
+
+    user = await sync_to_async(make_user)()
+    ticket = await ticket_for(user)
+    # What a password change does to the user's sessions (accounts.services._password_change).
+    await sync_to_async(user_log_out_everywhere)(user=user)
+    communicator, _ = await connect(f"/ws/chat/general/?ticket={ticket}")
+    assert await close_code(communicator) == 4001
+    fresh, _ = await connect(f"/ws/chat/general/?ticket={await ticket_for(user)}")
+    assert (await fresh.receive_json_from())["type"] == "welcome"
+
+
 async def test_unknown_room_is_closed_with_4004(connect, room, make_user):
     user = await sync_to_async(make_user)()
     communicator, _ = await connect(f"/ws/chat/no-such-room/?ticket={await ticket_for(user)}")
@@ -210,6 +230,12 @@ async def test_a_resent_client_id_is_acked_with_the_same_id_and_not_stored_twice
         (json.dumps({"type": "message", "text": "x" * 4001, "client_id": str(uuid.uuid4())}), "invalid_message"),
         (json.dumps({"type": "message", "text": "hi", "client_id": "not-a-uuid"}), "invalid_client_id"),
         (json.dumps({"type": "message", "text": "hi"}), "invalid_client_id"),
+        # Text PostgreSQL cannot store (NUL) or UTF-8 cannot encode (a lone surrogate), anywhere in the frame.
+        (json.dumps({"type": "message", "text": "a\x00b", "client_id": str(uuid.uuid4())}), "invalid_text"),
+        (json.dumps({"type": "message", "text": "a\ud800b", "client_id": str(uuid.uuid4())}), "invalid_text"),
+        ('{"type": "ping", "extra": {"\\udfff": 1}}', "invalid_text"),
+        # Deeper than the interpreter's recursion limit.
+        ('{"type": "ping", "x": ' + "[" * 5000 + "]" * 5000 + "}", "invalid_json"),
     ],
 )
 async def test_bad_frames_get_an_error_and_the_connection_stays_open(connect, room, make_user, frame, code):
