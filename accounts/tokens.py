@@ -82,4 +82,7 @@ def verify(token: str, *, token_type: str, check_expiry: bool = True) -> dict:
         raise InvalidToken(f"missing claim {type_claim!r}")
     if not str(claims["sub"]).isdigit() or not isinstance(claims["jti"], str):
         raise InvalidToken("malformed sub or jti")
+    # RFC 7519 NumericDate: a JSON number. PyJWT also takes a string of digits ("exp": "1999999999").
+    if any(type(claims.get(name, 0)) not in (int, float) for name in ("exp", "iat", "nbf")):
+        raise InvalidToken("a time claim is not a number")
     return claims

@@ -100,6 +100,9 @@ def test_another_hmac_algorithm_with_the_right_key(client, user, settings):
         pytest.param({"gen": None}, id="missing-generation"),
         pytest.param({"sub": "abc"}, id="non-numeric-sub"),
         pytest.param({"sub": "987654321"}, id="unknown-user"),
+        # RFC 7519: NumericDate is a JSON number, not a string of digits.
+        pytest.param({"exp": str(int(time.time()) + 300)}, id="exp-as-a-string"),
+        pytest.param({"iat": str(int(time.time()))}, id="iat-as-a-string"),
     ],
 )
 def test_claims(client, user, settings, overrides):
