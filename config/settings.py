@@ -63,13 +63,14 @@ FAST_PATH_CHECK_BODIES = env_bool("FAST_PATH_CHECK_BODIES", False)
 # requests their hooks run on the event loop (no thread hop per hook), with the same code and results.
 _django_middleware = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside ContractMiddleware, so that the error bodies it answers with carry the header too.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.ContractMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 # Each of these runs as the fastpath.middleware class of the same name.
 _inline_for_api = {

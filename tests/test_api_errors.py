@@ -240,3 +240,16 @@ def test_more_query_fields_than_django_parses_is_a_400(client, settings):
     response = client.get("/api/v2/posts/", fields)
     assert response.status_code == 400
     assert response.json()["code"] == "too_many_fields"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/no-such-thing", "/api/v2/users/1"])
+def test_every_api_answer_carries_the_security_headers(client, path):
+    response = client.get(path)
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_refused_oversized_body_carries_the_security_headers(client, settings):
+    response = client.post(REGISTER, "x" * (settings.MAX_REQUEST_BODY_BYTES + 1), content_type="application/json")
+    assert response.status_code == 413
+    assert response["X-Frame-Options"] == "DENY"
