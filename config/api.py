@@ -16,7 +16,7 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Val
 
 from accounts import tokens
 from accounts.api import auth_router, obtain_token, refresh_token, register, users_router
-from accounts.auth import verified_access_claims
+from accounts.auth import JWTAuth, OptionalJWTAuth, verified_access_claims
 from chat.api import chat_router
 from core import ratelimit
 from core.errors import ServiceError, code_for_status, error_body
@@ -89,7 +89,34 @@ def install_error_handlers(api: NinjaAPI) -> None:
     api.add_exception_handler(ServiceError, service_error)
 
 
-class DeprecatedNinjaAPI(NinjaAPI):
+class ContractNinjaAPI(NinjaAPI):
+    """The API as its OpenAPI schema should tell it: what every operation can answer besides what it declares."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        error = {"$ref": "#/components/schemas/ErrorOut"}
+        schemes = schema.get("components", {}).get("securitySchemes", {})
+        optional = schemes.pop(OptionalJWTAuth.__name__, None)
+        if optional is not None:
+            schemes.setdefault(JWTAuth.__name__, optional)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "requestBody" in operation:
+                    # Every body is parsed and its size checked before the operation runs (install_error_handlers,
+                    # core/middleware.py).
+                    for status, description in (("400", "The body is not JSON"), ("413", "The body is too large")):
+                        responses.setdefault(
+                            status, {"description": description, "content": {"application/json": {"schema": error}}}
+                        )
+                security = operation.get("security")
+                if security and any(OptionalJWTAuth.__name__ in requirement for requirement in security):
+                    # The same bearer token, or none: an anonymous caller is served too.
+                    operation["security"] = [{JWTAuth.__name__: []}, {}]
+        return schema
+
+
+class DeprecatedNinjaAPI(ContractNinjaAPI):
     """An API version still served but superseded: every response says so (RFC 8594 Sunset, RFC 8288 Link)."""
 
     def __init__(self, *args, prefix: str, successor: NinjaAPI, successor_prefix: str, sunset: datetime, **kwargs):
@@ -223,7 +250,7 @@ _COMMON = {
 }
 
 api_v2 = _configure(
-    NinjaAPI(version="2.0", description="Current version.", urls_namespace="api-2", **_COMMON),
+    ContractNinjaAPI(version="2.0", description="Current version.", urls_namespace="api-2", **_COMMON),
     [*_SHARED, ("/posts", posts_v2_router)],
 )
 api_v1 = _configure(

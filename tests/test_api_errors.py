@@ -155,6 +155,25 @@ def test_every_operation_documents_its_error_responses(client):
                 assert "401" in statuses, f"{method.upper()} {path} is protected but does not document 401"
 
 
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_schema_documents_what_every_body_and_anonymous_read_can_get(client, version):
+    schema = client.get(f"/api/{version}/openapi.json").json()
+    operations = [
+        (f"{method.upper()} {path}", op) for path, ops in schema["paths"].items() for method, op in ops.items()
+    ]
+    for name, operation in operations:
+        if "requestBody" in operation:
+            # Parsed and size-checked before the operation runs: 400 invalid_json, 413.
+            assert {"400", "413"} <= set(operation["responses"]), name
+    # One bearer scheme; the reads open to everyone say so with an empty requirement beside it.
+    assert [scheme for scheme in schema["components"]["securitySchemes"] if "JWT" in scheme] == ["JWTAuth"]
+    open_reads = {name: operation["security"] for name, operation in operations if {} in operation.get("security", [])}
+    assert f"GET /api/{version}/posts/{{post_id}}" in open_reads
+    assert all(security == [{"JWTAuth": []}, {}] for security in open_reads.values())
+    anonymous = client.get(f"/api/{version}/posts/")
+    assert anonymous.status_code == 200
+
+
 def test_v1_is_marked_deprecated_with_a_link_to_v2(client):
     response = client.get("/api/v1/users/1")
     assert response["Deprecation"] == "true"
