@@ -22,7 +22,8 @@ def _valid_email(value: str) -> str:
     return BaseUserManager.normalize_email(value)
 
 
-Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
+# The schema states the rule the validator applies (Django's validate_email), so clients can check before sending.
+Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_valid_email)]
 Username = Annotated[str, Field(min_length=1, max_length=150, pattern=r"^[\w.@+-]+$")]
 Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
 JWT = Annotated[str, Field(min_length=1, max_length=4096)]

@@ -160,7 +160,14 @@ def _webhook_url(value: str) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, path, query, ""))
 
 
-WebhookUrl = Annotated[str, Field(min_length=1, max_length=MAX_WEBHOOK_URL_LENGTH), AfterValidator(_webhook_url)]
+WebhookUrl = Annotated[
+    str,
+    # What _webhook_url enforces first, stated in the schema: an absolute http(s) URL.
+    Field(
+        min_length=1, max_length=MAX_WEBHOOK_URL_LENGTH, json_schema_extra={"format": "uri", "pattern": "^https?://"}
+    ),
+    AfterValidator(_webhook_url),
+]
 
 
 def _distinct(events: list[WebhookEvent]) -> list[WebhookEvent]:

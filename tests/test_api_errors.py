@@ -174,6 +174,13 @@ def test_the_schema_documents_what_every_body_and_anonymous_read_can_get(client,
     assert anonymous.status_code == 200
 
 
+def test_the_schema_states_the_server_s_own_rules(client):
+    components = client.get("/api/v1/openapi.json").json()["components"]["schemas"]
+    assert components["RegisterIn"]["properties"]["email"]["format"] == "email"
+    url = components["WebhookIn"]["properties"]["url"]
+    assert url["format"] == "uri" and url["pattern"] == "^https?://"
+
+
 def test_v1_is_marked_deprecated_with_a_link_to_v2(client):
     response = client.get("/api/v1/users/1")
     assert response["Deprecation"] == "true"
