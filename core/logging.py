@@ -52,7 +52,15 @@ _SECRETS = (
 )
 
 
+# Every match of the patterns above holds one of these (lowercased): a line without any (an access line, most
+# lines) costs a few substring checks instead of the patterns' scans (a tenth of a request's logging otherwise).
+_SECRET_WORDS = ("eyj", "bearer", "basic", "token", "ticket", "password", "secret", "signature", "sessionid", "csrf")
+
+
 def redact_secrets(text: str) -> str:
+    lowered = text.lower()
+    if not any(word in lowered for word in _SECRET_WORDS):
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -65,11 +73,13 @@ class RedactSecretsFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = redact_secrets(message)
-        if redacted != message:
+        if redacted is not message:
             record.msg, record.args = redacted, None
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and type(value) is str:
-                setattr(record, key, redact_secrets(value))
+                redacted_value = redact_secrets(value)
+                if redacted_value is not value:
+                    setattr(record, key, redacted_value)
         if record.exc_info and not record.exc_text:
             record.exc_text = redact_secrets(logging.Formatter().formatException(record.exc_info))
         return True

@@ -96,23 +96,6 @@ def _wrapper():
     return _compiler_connection
 
 
-def _runs_here(queryset) -> bool:
-    if not settings.FAST_PATH:
-        return False
-    # The database as QuerySet.db routes it: without routers or hints, the manager's alias or the default.
-    db = queryset._db or (DEFAULT_DB_ALIAS if not (settings.DATABASE_ROUTERS or queryset._hints) else queryset.db)
-    if db != ALIAS:
-        return False
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    if loop not in _serving or _wrapper().vendor != "postgresql":
-        return False
-    query = queryset.query
-    return not (queryset._prefetch_related_lookups or query.select_for_update or query.combinator)
-
-
 def _pool() -> AsyncConnectionPool:
     loop = asyncio.get_running_loop()
     pool = _serving.get(loop)
@@ -440,10 +423,15 @@ def _with_values(node, values):
     return (name, next(values)) if type(value) in _STAND_IN_TYPES else node
 
 
+def _stand_in_index(stand_ins: tuple) -> dict:
+    """Each stand-in's position, by type and value (a stand-in equals no value of another type)."""
+    return {(type(stand_in), stand_in): index for index, stand_in in enumerate(stand_ins)}
+
+
 def _stand_in_paths(where, stand_ins: tuple) -> list[tuple] | None:
     """Where in the WHERE tree each stand-in is the value of a lookup (child indexes from the root), or None when
     one is not found exactly once."""
-    index_of = {(type(stand_in), stand_in): index for index, stand_in in enumerate(stand_ins)}
+    index_of = _stand_in_index(stand_ins)
     found: dict[int, tuple] = {}
 
     def visit(node, path):
@@ -472,11 +460,12 @@ class _Node:
     its values (never handed out), where each stand-in sits in its WHERE tree, the chains that continue it and
     the statements that read it."""
 
-    __slots__ = ("children", "paths", "queryset", "stand_ins", "statements")
+    __slots__ = ("children", "paths", "queryset", "stand_in_index", "stand_ins", "statements")
 
     def __init__(self, queryset, stand_ins: tuple, paths: list[tuple]) -> None:
         self.queryset = queryset
         self.stand_ins = stand_ins
+        self.stand_in_index = _stand_in_index(stand_ins)
         self.paths = paths
         self.children: dict = {}
         self.statements: dict = {}
@@ -490,19 +479,20 @@ class _Node:
             node = _roots.setdefault((model, using), cls(queryset, (), []))
         return node
 
-    def then(self, call: tuple, kinds: list[type], apply) -> "_Node | None":
-        """The node after `call` (hashable: its name and the shape of its arguments), built the first time by
-        `apply(queryset, stand_ins)` with Django's own method; None when it cannot be recorded."""
+    def then(self, call: tuple, values: list, apply) -> "_Node | None":
+        """The node after `call` (hashable: its name and the shape of its arguments, the types of `values`
+        included), built the first time by `apply(queryset, stand_ins)` with Django's own method; None when it
+        cannot be recorded."""
         child = self.children.get(call, _UNBUILT)
         if child is _UNBUILT:
             if len(self.children) >= CHILDREN_KEPT:
                 self.children.clear()
-            child = self.children[call] = self._build(kinds, apply)
+            child = self.children[call] = self._build(values, apply)
         return child
 
-    def _build(self, kinds: list[type], apply) -> "_Node | None":
+    def _build(self, values: list, apply) -> "_Node | None":
         start = len(self.stand_ins)
-        stand_ins = (*self.stand_ins, *(_stand_in(kind, start + index) for index, kind in enumerate(kinds)))
+        stand_ins = (*self.stand_ins, *(_stand_in(type(value), start + index) for index, value in enumerate(values)))
         try:
             queryset = apply(self.queryset, list(stand_ins[start:]))
         except Exception:
@@ -599,7 +589,7 @@ class _Statement:
             connection = _wrapper()
             compiler = queryset.query.get_compiler(connection=connection)
             sql, params = compiler.as_sql()
-            index_of = {(type(stand_in), stand_in): index for index, stand_in in enumerate(node.stand_ins)}
+            index_of = node.stand_in_index
             plan = []
             for leaf in _where_leaves(queryset.query.where, []):
                 index = index_of.get((type(leaf.rhs), leaf.rhs))
@@ -733,7 +723,7 @@ class LoopQuerySet(models.QuerySet):
             node, before = _Node.root(*self._root_key), ()
         else:
             return None
-        after = node.then(call, [type(value) for value in values], apply)
+        after = node.then(call, values, apply)
         return None if after is None else after.pending((*before, *values))
 
     def filter(self, *args, **kwargs):
