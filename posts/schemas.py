@@ -6,7 +6,7 @@ from ninja import Field, Header, Schema
 from pydantic import AfterValidator, StringConstraints
 
 from accounts.schemas import UserPublic
-from core.pagination import PageParams, PaginationOut
+from core.pagination import CursorParams, PageParams, PaginationOut
 from core.params import MAX_OBJECT_ID
 from core.schemas import StrictSchema, refuse_unstorable_text
 from posts.models import (
@@ -19,7 +19,6 @@ from posts.models import (
 )
 
 MAX_SEARCH_LENGTH = 200
-MAX_CURSOR_LENGTH = 512
 
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_LENGTH)]
@@ -53,9 +52,8 @@ class PostListParams(PageParams, PostFilters):
     pass
 
 
-class PostCursorParams(PostFilters):
-    cursor: str | None = Field(None, max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page.")
-    limit: int = Field(20, ge=1, le=100)
+class PostCursorParams(CursorParams, PostFilters):
+    pass
 
 
 class AuthorOut(Schema):
