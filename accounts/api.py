@@ -18,12 +18,15 @@ from accounts.schemas import (
     UserPublic,
 )
 from core.net import client_ip
-from core.pagination import Page, PageParams
+from core.pagination import CursorPage, CursorParams, Page, PageParams
 from core.params import ObjectId
 from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut
 
 auth_router = Router(tags=["auth"])
+# Both versions, except the directory: offset pages in v1, cursor pages in v2.
 users_router = Router(tags=["users"])
+users_v1_router = Router(tags=["users"])
+users_v2_router = Router(tags=["users"])
 
 
 @auth_router.post("/register", response={201: UserOut, 409: ErrorOut, **INVALID}, summary="Create an account")
@@ -97,11 +100,21 @@ async def change_password(request, payload: PasswordChangeIn):
     return Status(204, None)
 
 
-@users_router.get(
+@users_v1_router.get(
     "/", auth=jwt_auth, response={200: Page[UserPublic], **UNAUTHENTICATED, **INVALID}, summary="Active users"
 )
 async def list_users(request, params: Query[PageParams]):
     return await selectors.user_public_list(params=params)
+
+
+@users_v2_router.get(
+    "",
+    auth=jwt_auth,
+    response={200: CursorPage[UserPublic], **UNAUTHENTICATED, **INVALID},
+    summary="Active users, oldest first, by cursor",
+)
+async def list_users_v2(request, params: Query[CursorParams]):
+    return await selectors.user_public_cursor_page(cursor=params.cursor, limit=params.limit)
 
 
 @users_router.get("/{user_id}", response={200: UserPublic, 404: ErrorOut, **INVALID}, summary="One active user")

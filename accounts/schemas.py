@@ -26,13 +26,26 @@ def _valid_email(value: str) -> str:
 Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_valid_email)]
 Username = Annotated[str, Field(min_length=1, max_length=150, pattern=r"^[\w.@+-]+$")]
 Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+# A password being set. Django's validators (AUTH_PASSWORD_VALIDATORS) decide, with their own messages; the schema
+# states the part of their rules a schema can: MinimumLengthValidator's 8 characters, NumericPasswordValidator's
+# "not only digits" (a pattern matches anywhere: one non-digit).
+NewPassword = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PASSWORD_LENGTH,
+        description="At least 8 characters, not only digits, not a common password, not too like the username or "
+        "email (Django's password validators).",
+        json_schema_extra={"minLength": 8, "pattern": r"\D"},
+    ),
+]
 JWT = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class RegisterIn(StrictSchema):
     username: Username
     email: Email
-    password: Password
+    password: NewPassword
 
 
 class TokenIn(StrictSchema):
@@ -50,7 +63,7 @@ class LogoutIn(StrictSchema):
 
 class PasswordChangeIn(StrictSchema):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class UserPatchIn(StrictSchema):

@@ -3,7 +3,7 @@
 from accounts import cache as accounts_cache
 from accounts.models import User
 from core.errors import NotFound
-from core.pagination import PageParams, paginate
+from core.pagination import Keyset, PageParams, paginate
 
 PUBLIC_USER_FIELDS = ("id", "username", "display_name", "date_joined")
 
@@ -18,6 +18,13 @@ _PUBLIC_ROWS = _active_users().values(*PUBLIC_USER_FIELDS)
 
 async def user_public_list(*, params: PageParams) -> dict:
     return await paginate(_active_users().only(*PUBLIC_USER_FIELDS).order_by("id"), params)
+
+
+USERS_BY_ID = Keyset(User, ("id",), salt="accounts.users.cursor")
+
+
+async def user_public_cursor_page(*, cursor: str | None, limit: int) -> dict:
+    return await USERS_BY_ID.page(_PUBLIC_ROWS.order_by(*USERS_BY_ID.order), cursor=cursor, limit=limit)
 
 
 async def user_public_get(*, user_id: int) -> dict:

@@ -102,7 +102,7 @@ ROWS = [
     Row("post", "GET /api/v1/posts/{id} vs peer GET /posts/{id}", "post_ids", "peer_post_ids"),
     Row("user", "GET /api/v1/users/{id} vs peer GET /users/{id}", "user_ids", "peer_user_ids"),
     Row("list", "GET /api/v1/posts/?page=3 vs peer GET /posts/?page=3", "/api/v1/posts/?page=3", "/posts/?page=3"),
-    Row("cursor", "GET /api/v2/posts/ (cursor; peer column: its page=3)", "/api/v2/posts/", "/posts/?page=3"),
+    Row("cursor", "GET /api/v2/posts/ (cursor; peer column: its page=3)", "/api/v2/posts", "/posts/?page=3"),
     # Writes last: each one moves the public lists to a new cache generation.
     Row("write", "POST /api/v1/posts/ (bearer; project only)", "/api/v1/posts/", None, "POST", ("on", "off")),
 ]

@@ -9,13 +9,23 @@ from email.utils import format_datetime
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import Http404
-from django.utils.encoding import escape_uri_path
+from django.http import Http404, HttpResponsePermanentRedirect
+from django.urls import path
+from django.utils.encoding import escape_uri_path, iri_to_uri
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
 from accounts import tokens
-from accounts.api import auth_router, obtain_token, refresh_token, register, users_router
+from accounts.api import (
+    auth_router,
+    obtain_token,
+    refresh_token,
+    register,
+    users_router,
+    users_v1_router,
+    users_v2_router,
+)
 from accounts.auth import JWTAuth, OptionalJWTAuth, verified_access_claims
 from chat.api import chat_router
 from core import ratelimit
@@ -25,12 +35,36 @@ from core.net import client_ip
 from core.renderers import ORJSONParser, ORJSONRenderer
 from core.schemas import ErrorOut, RateLimitedOut
 from fastpath.responses import fast_bodies
-from posts.api import authors_router, exports_router, jobs_router, posts_router, posts_v2_router, webhooks_router
+from posts.api import (
+    authors_router,
+    authors_v2_router,
+    exports_router,
+    jobs_list_router,
+    jobs_router,
+    posts_router,
+    posts_v2_router,
+    webhooks_router,
+    webhooks_v1_router,
+    webhooks_v2_router,
+)
 
 logger = logging.getLogger("api")
 
 # Keys of a pydantic error a client may see; `input` could echo a password and `ctx` may not serialize.
 _VALIDATION_ISSUE_KEYS = ("loc", "msg", "type")
+# Every operation names its body parameter so (tests/test_api_errors.py checks it); ninja puts that name in `loc`.
+BODY_PARAMETER = "payload"
+
+
+def _contract_issue(issue: dict) -> dict:
+    """A pydantic issue as the contract writes it: `loc` is ["body" | "query" | "path", <field>, ...] everywhere,
+    ninja's ["body", "payload", "email"] included."""
+    found = {key: issue.get(key) for key in _VALIDATION_ISSUE_KEYS}
+    loc = list(found["loc"] or ())
+    if loc[:2] == ["body", BODY_PARAMETER]:
+        loc = ["body", *loc[2:]]
+    found["loc"] = loc
+    return found
 
 
 def _respond(api: NinjaAPI, request, status: int, body: dict, headers: dict | None = None):
@@ -46,7 +80,7 @@ def install_error_handlers(api: NinjaAPI) -> None:
         return _respond(api, request, exc.status, body, exc.headers)
 
     def validation_error(request, exc: ValidationError):
-        issues = [{key: issue.get(key) for key in _VALIDATION_ISSUE_KEYS} for issue in exc.errors]
+        issues = [_contract_issue(issue) for issue in exc.errors]
         return _respond(api, request, 422, error_body(422, issues, "validation_error"))
 
     def authentication_error(request, exc: AuthenticationError):
@@ -90,18 +124,37 @@ def install_error_handlers(api: NinjaAPI) -> None:
 
 
 class ContractNinjaAPI(NinjaAPI):
-    """The API as its OpenAPI schema should tell it: what every operation can answer besides what it declares."""
+    """The API as its OpenAPI schema should tell it: what every operation can answer besides what it declares.
+
+    `one_spelling`: every path is served without a trailing slash, and the other spelling answers 308 to it (the
+    method and body are kept), whichever way the routers write it.
+    """
+
+    def __init__(self, *args, one_spelling: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.one_spelling = one_spelling
+
+    @property
+    def urls(self):
+        patterns, app_name, namespace = super().urls
+        return (_without_trailing_slash(patterns) if self.one_spelling else patterns), app_name, namespace
 
     def get_openapi_schema(self, *, path_prefix=None, path_params=None):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        if self.one_spelling:
+            schema["paths"] = {_bare(path): operations for path, operations in schema["paths"].items()}
         error = {"$ref": "#/components/schemas/ErrorOut"}
         schemes = schema.get("components", {}).get("securitySchemes", {})
         optional = schemes.pop(OptionalJWTAuth.__name__, None)
         if optional is not None:
             schemes.setdefault(JWTAuth.__name__, optional)
-        for operations in schema["paths"].values():
-            for operation in operations.values():
-                responses = operation.setdefault("responses", {})
+        for route, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                # One spelling of each status: ninja writes them as integers, an operation's openapi_extra may not,
+                # and JSON would hold both as one duplicated key.
+                responses = operation["responses"] = {
+                    str(status): response for status, response in operation.get("responses", {}).items()
+                }
                 if "requestBody" in operation:
                     # Every body is parsed and its size checked before the operation runs (install_error_handlers,
                     # core/middleware.py).
@@ -109,11 +162,86 @@ class ContractNinjaAPI(NinjaAPI):
                         responses.setdefault(
                             status, {"description": description, "content": {"application/json": {"schema": error}}}
                         )
+                _link_what_it_returns(schema, route, method, operation)
                 security = operation.get("security")
                 if security and any(OptionalJWTAuth.__name__ in requirement for requirement in security):
                     # The same bearer token, or none: an anonymous caller is served too.
                     operation["security"] = [{JWTAuth.__name__: []}, {}]
         return schema
+
+
+def _link_what_it_returns(schema: dict, route: str, method: str, operation: dict) -> None:
+    """OpenAPI links (what a client, or Schemathesis' stateful phase, can call next with what an answer holds):
+    from an object with an `id` to the operations on it (POST /posts -> GET /posts/{post_id}, ...), from a list to
+    its first item's, and from a cursor page to its next page."""
+    for status, response in operation["responses"].items():
+        body = _response_body_schema(schema, response)
+        if not str(status).startswith("2") or body is None:
+            continue
+        fields = body.get("properties", {})
+        links = {}
+        if "next_cursor" in fields:
+            parameters = {"cursor": "$response.body#/next_cursor"}
+            parameters.update({name: f"$request.path.{name}" for name in _PATH_TEMPLATE.findall(route)})
+            links["next_page"] = {"operationId": operation["operationId"], "parameters": parameters}
+        source = None
+        if "id" in fields and method == "post":
+            source = "$response.body#/id"
+        elif "items" in fields and method == "get":
+            source = "$response.body#/items/0/id"
+        for target_route, target_operations in schema["paths"].items() if source else ():
+            if parameter := _item_parameter(route, target_route):
+                for target in target_operations.values():
+                    operation_id = target["operationId"]
+                    links[operation_id] = {"operationId": operation_id, "parameters": {parameter: source}}
+        if links:
+            response.setdefault("links", {}).update(links)
+
+
+def _item_parameter(route: str, target_route: str) -> str | None:
+    """ "post_id" for ("/posts", "/posts/{post_id}") or ("/webhooks", "/webhooks/{webhook_id}/deliveries")."""
+    rest = target_route.removeprefix(route + "/")
+    if rest == target_route or not rest.startswith("{"):
+        return None
+    parameters = _PATH_TEMPLATE.findall(rest)
+    return parameters[0] if len(parameters) == 1 and rest.startswith(f"{{{parameters[0]}}}") else None
+
+
+def _response_body_schema(schema: dict, response: dict) -> dict | None:
+    body = response.get("content", {}).get("application/json", {}).get("schema")
+    if body and "$ref" in body:
+        body = schema["components"]["schemas"].get(body["$ref"].rsplit("/", 1)[-1])
+    return body if body and body.get("type") == "object" else None
+
+
+_PATH_TEMPLATE = re.compile(r"{(\w+)}")
+
+
+def _bare(route: str) -> str:
+    return route.rstrip("/") or route
+
+
+def _without_trailing_slash(patterns: list) -> list:
+    """The API's URL patterns, each route once without its trailing slash, then one 308 pattern per route for the
+    other spelling. ninja yields a pattern per operation: the first of a route is the one Django resolves to."""
+    served, redirects, routes = [], [], set()
+    for pattern in patterns:
+        route = str(pattern.pattern)
+        bare = _bare(route)
+        served.append(path(bare, pattern.callback, name=pattern.name))
+        if bare and bare not in routes:
+            routes.add(bare)
+            redirects.append(path(f"{bare}/", _to_spelling_without_slash))
+    return served + redirects
+
+
+@csrf_exempt  # it only points elsewhere; the operation there checks what it must
+async def _to_spelling_without_slash(request, **path_parameters):
+    # Percent-encoded: a Location header cannot carry the control characters a path or query may decode to.
+    location = escape_uri_path(request.path.removesuffix("/"))
+    if query := request.META.get("QUERY_STRING"):
+        location += "?" + iri_to_uri(query)
+    return HttpResponsePermanentRedirect(location, preserve_request=True)
 
 
 class DeprecatedNinjaAPI(ContractNinjaAPI):
@@ -155,11 +283,11 @@ class DeprecatedNinjaAPI(ContractNinjaAPI):
                 self.prefix.lstrip("/")
             )
             method = "get" if request.method == "HEAD" else request.method.lower()
-            served = self._successor_serves[key] = (template, method) in self._successor_operation_set()
+            served = self._successor_serves[key] = (_bare(template), method) in self._successor_operation_set()
         if not served:
             return None
         # The path as a URI (percent-encoded): a header value cannot carry the control characters a path may decode to.
-        return self.successor_prefix + escape_uri_path(request.path.removeprefix(self.prefix))
+        return _bare(self.successor_prefix + escape_uri_path(request.path.removeprefix(self.prefix)))
 
     def _successor_operation_set(self) -> frozenset[tuple[str, str]]:
         # Read once from the successor's own schema: (path template, method) of every operation it serves.
@@ -236,9 +364,15 @@ def _configure(api: NinjaAPI, routers: list) -> NinjaAPI:
     return api
 
 
-# Accounts and chat have the same shape in both versions: one router each, mounted twice. Posts differ between
-# versions (PostOutV2, cursor pages), and v2 serves only their reads.
-_SHARED = [("/auth", auth_router), ("/users", users_router), ("/chat", chat_router)]
+# Routers that serve both versions alike, mounted on each; the version's own routers beside them.
+_SHARED = [
+    ("/auth", auth_router),
+    ("/users", users_router),
+    ("/chat", chat_router),
+    ("/exports", exports_router),
+    ("/jobs", jobs_router),
+    ("/webhooks", webhooks_router),
+]
 
 
 _COMMON = {
@@ -250,8 +384,17 @@ _COMMON = {
 }
 
 api_v2 = _configure(
-    ContractNinjaAPI(version="2.0", description="Current version.", urls_namespace="api-2", **_COMMON),
-    [*_SHARED, ("/posts", posts_v2_router)],
+    ContractNinjaAPI(
+        version="2.0", description="Current version.", urls_namespace="api-2", one_spelling=True, **_COMMON
+    ),
+    [
+        *_SHARED,
+        ("/users", users_v2_router),
+        ("/posts", posts_v2_router),
+        ("/authors", authors_v2_router),
+        ("/jobs", jobs_list_router),
+        ("/webhooks", webhooks_v2_router),
+    ],
 )
 api_v1 = _configure(
     DeprecatedNinjaAPI(
@@ -266,10 +409,9 @@ api_v1 = _configure(
     ),
     [
         *_SHARED,
+        ("/users", users_v1_router),
         ("/posts", posts_router),
         ("/authors", authors_router),
-        ("/exports", exports_router),
-        ("/jobs", jobs_router),
-        ("/webhooks", webhooks_router),
+        ("/webhooks", webhooks_v1_router),
     ],
 )

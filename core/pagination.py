@@ -94,11 +94,12 @@ class Keyset:
         }
         self._signer = signing.Signer(salt=salt)
 
-    def cursor_for(self, row: dict) -> str:
-        """The cursor of the page that follows `row` (a dict holding the order's fields)."""
+    def cursor_for(self, row) -> str:
+        """The cursor of the page that follows `row` (a model instance, or a dict holding the order's fields)."""
+        values = [row[name] if isinstance(row, dict) else getattr(row, name) for name in self.names]
         position = [
-            (row[name] - _EPOCH) // timedelta(microseconds=1) if name in self._timestamps else row[name]
-            for name in self.names
+            (value - _EPOCH) // timedelta(microseconds=1) if name in self._timestamps else value
+            for name, value in zip(self.names, values, strict=True)
         ]
         return self._signer.sign_object(position)
 
@@ -133,7 +134,7 @@ class Keyset:
         return rows.filter(later)
 
     async def page(self, rows, *, cursor: str | None, limit: int, item=None) -> dict:
-        """A cursor page of `rows` (a values() queryset ordered by this keyset), one query: one row more than asked,
+        """A cursor page of `rows` (a queryset ordered by this keyset), one query: one row more than asked,
         to know whether there is a next page. `item` turns a row into what the page lists."""
         if cursor:
             rows = self.after(rows, self.position(cursor))

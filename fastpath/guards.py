@@ -46,6 +46,12 @@ PRIVATE_USES = (
         "MiddlewareMixin.__acall__ overridden; request._messages; SimpleLazyObject._wrapped",
     ),
     PrivateUse(
+        "django-csp",
+        "4.0",
+        "fastpath/middleware.py",
+        "CSPMiddleware.process_request/process_response run on the event loop: they must stay free of I/O",
+    ),
+    PrivateUse(
         "django-ninja",
         "1.7.1",
         "fastpath/responses.py",

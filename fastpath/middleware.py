@@ -14,6 +14,7 @@ With FAST_PATH on, settings.MIDDLEWARE lists these classes in place of Django's.
 
 import functools
 
+import csp.middleware
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as auth
@@ -120,3 +121,7 @@ def _untouched(storage) -> bool:
 
 class XFrameOptionsMiddleware(_InlineForAPI, clickjacking.XFrameOptionsMiddleware):
     """`X-Frame-Options: DENY` on every response, API ones included."""
+
+
+class CSPMiddleware(_InlineForAPI, csp.middleware.CSPMiddleware):
+    """django-csp's `Content-Security-Policy` on every response: building the header is string work."""

@@ -1,4 +1,5 @@
-"""Posts endpoints. v1: offset pages with a total, writes, an author's posts. v2: cursor pages and PostOutV2.
+"""Posts, exports, jobs and webhooks endpoints. v1: offset pages with a total. v2: cursor pages, PostOutV2, the list
+of one's jobs. Where the two versions answer alike, one router serves both.
 
 Rate limits, and the 429/503 answers they add, are applied to every operation in config/api.py.
 """
@@ -14,15 +15,17 @@ from ninja import Query, Router, Status
 
 from accounts.auth import jwt_auth, optional_jwt_auth
 from core.errors import Conflict, NotFound
-from core.pagination import Page, PageParams
+from core.pagination import CursorPage, CursorParams, Page, PageParams
 from core.params import ObjectId
 from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
 from posts import exports, selectors, services, webhooks
 from posts.models import Job, PostStatus
 from posts.schemas import (
+    AuthorPostsCursorOut,
     AuthorPostsOut,
     ExportIn,
     IdempotencyKey,
+    JobListParams,
     JobOut,
     PostCursorPageOut,
     PostCursorParams,
@@ -41,6 +44,7 @@ from posts.schemas import (
 posts_router = Router(tags=["posts"])
 authors_router = Router(tags=["posts"])
 posts_v2_router = Router(tags=["posts"])
+authors_v2_router = Router(tags=["posts"])
 
 # Optional auth still answers 401 to an Authorization header that is present but invalid.
 
@@ -138,7 +142,7 @@ async def list_author_posts(request, author_id: ObjectId, params: Query[PagePara
 
 
 @posts_v2_router.get(
-    "/",
+    "",
     auth=optional_jwt_auth,
     response={200: PostCursorPageOut, **UNAUTHENTICATED, **INVALID},
     summary="Posts, newest first, by cursor: follow next_cursor until it is null",
@@ -168,10 +172,54 @@ async def get_post_v2(request, post_id: ObjectId, response: HttpResponse):
     return post
 
 
-# --- jobs (v1) -------------------------------------------------------------------------------------------
+@posts_v2_router.post(
+    "",
+    auth=jwt_auth,
+    response={201: PostOutV2, **UNAUTHENTICATED, **INVALID},
+    summary="Write a post (a draft unless status is published)",
+)
+async def create_post_v2(request, payload: PostIn, response: HttpResponse):
+    return await create_post(request, payload, response)
 
+
+@posts_v2_router.patch(
+    "/{post_id}",
+    auth=jwt_auth,
+    response={200: PostOutV2, **UNAUTHENTICATED, 403: ErrorOut, **NOT_FOUND, **INVALID},
+    summary="Change a post: its author or staff",
+)
+async def update_post_v2(request, post_id: ObjectId, payload: PostPatchIn):
+    return await update_post(request, post_id, payload)
+
+
+@posts_v2_router.delete(
+    "/{post_id}",
+    auth=jwt_auth,
+    response={204: None, **UNAUTHENTICATED, 403: ErrorOut, **NOT_FOUND, **INVALID},
+    summary="Delete a post: its author or staff",
+)
+async def delete_post_v2(request, post_id: ObjectId):
+    return await delete_post(request, post_id)
+
+
+@authors_v2_router.get(
+    "/{author_id}/posts",
+    auth=optional_jwt_auth,
+    response={200: AuthorPostsCursorOut, **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
+    summary="An active author and their posts, newest first, by cursor",
+)
+async def list_author_posts_v2(request, author_id: ObjectId, params: Query[CursorParams]):
+    return await selectors.author_post_cursor_page(
+        viewer=request.auth, author_id=author_id, cursor=params.cursor, limit=params.limit
+    )
+
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+# Both versions: the same operations, a job's download URL in the version asked. v2 adds the list of one's jobs.
 exports_router = Router(tags=["jobs"])
 jobs_router = Router(tags=["jobs"])
+jobs_list_router = Router(tags=["jobs"])
 
 _DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
@@ -183,6 +231,16 @@ _DOWNLOAD_CHUNK_BYTES = 256 * 1024
     summary="Export posts to CSV or JSON Lines in the background; watch the job it returns",
     description="`Idempotency-Key`: a retried request with the same key returns the same job (`409` when the key "
     "was used for a different export). The owner's `/ws/notifications/` sockets get a `job` event when it ends.",
+    openapi_extra={
+        "responses": {
+            202: {
+                "links": {
+                    operation_id: {"operationId": operation_id, "parameters": {"job_id": "$response.body#/id"}}
+                    for operation_id in ("posts_api_get_job", "posts_api_download_job")
+                }
+            }
+        }
+    },
 )
 async def create_export(
     request,
@@ -196,7 +254,19 @@ async def create_export(
     # As it stands now: with eager Celery (the embedded default) the export ran on commit, after `job` was read.
     await job.arefresh_from_db()
     response["Location"] = f"{request.path.rsplit('/exports', 1)[0]}/jobs/{job.pk}"
-    return Status(202, selectors.job_payload(job))
+    return Status(202, selectors.job_payload(job, api_root=_api_root(request)))
+
+
+@jobs_list_router.get(
+    "",
+    auth=jwt_auth,
+    response={200: CursorPage[JobOut], **UNAUTHENTICATED, **INVALID},
+    summary="Your jobs, newest first, by cursor",
+)
+async def list_jobs(request, params: Query[JobListParams]):
+    return await selectors.job_cursor_page(
+        owner=request.auth, cursor=params.cursor, limit=params.limit, status=params.status
+    )
 
 
 @jobs_router.get(
@@ -206,7 +276,8 @@ async def create_export(
     summary="One of your jobs: status and progress",
 )
 async def get_job(request, job_id: ObjectId):
-    return selectors.job_payload(await selectors.job_get_for_owner(owner=request.auth, job_id=job_id))
+    job = await selectors.job_get_for_owner(owner=request.auth, job_id=job_id)
+    return selectors.job_payload(job, api_root=_api_root(request))
 
 
 @jobs_router.get(
@@ -239,6 +310,11 @@ async def download_job(request, job_id: ObjectId):
     return download
 
 
+def _api_root(request) -> str:
+    # "/api/v1" or "/api/v2": a job's download URL names the version it was asked through.
+    return "/".join(request.path.split("/", 3)[:3])
+
+
 def _open_with_size(name: str) -> tuple:
     # One thread hop for both: storage calls block.
     file = default_storage.open(name, "rb")
@@ -257,15 +333,23 @@ async def _chunks(file) -> AsyncIterator[bytes]:
 
 # --- webhooks --------------------------------------------------------------------------------------------
 
+# Both versions, except the lists (offset pages in v1, cursor pages in v2) and the create beside each list: Django
+# resolves a path to one router's view, so the operations of one path live in one router.
 webhooks_router = Router(tags=["webhooks"], auth=jwt_auth)
+webhooks_v1_router = Router(tags=["webhooks"], auth=jwt_auth)
+webhooks_v2_router = Router(tags=["webhooks"], auth=jwt_auth)
+
+_CREATE_WEBHOOK_NOTES = (
+    "The URL's host must resolve to public addresses only (422, type `url_not_allowed`). `409`: `webhook_exists` "
+    "for a URL you already registered, `webhook_limit_reached` past the per-user cap."
+)
 
 
-@webhooks_router.post(
+@webhooks_v1_router.post(
     "",
     response={201: WebhookCreatedOut, **UNAUTHENTICATED, 409: ErrorOut, **INVALID},
     summary="Register a URL to receive signed events (post.published); the secret is shown only here",
-    description="The URL's host must resolve to public addresses only (422, type `url_not_allowed`). `409`: "
-    "`webhook_exists` for a URL you already registered, `webhook_limit_reached` past the per-user cap.",
+    description=_CREATE_WEBHOOK_NOTES,
 )
 async def create_webhook(request, payload: WebhookIn, response: HttpResponse):
     endpoint = await sync_to_async(webhooks.webhook_endpoint_create)(
@@ -275,9 +359,26 @@ async def create_webhook(request, payload: WebhookIn, response: HttpResponse):
     return Status(201, endpoint)
 
 
-@webhooks_router.get("", response={200: Page[WebhookOut], **UNAUTHENTICATED, **INVALID}, summary="Your webhooks")
+@webhooks_v1_router.get("", response={200: Page[WebhookOut], **UNAUTHENTICATED, **INVALID}, summary="Your webhooks")
 async def list_webhooks(request, params: Query[PageParams]):
     return await selectors.webhook_endpoint_page(owner=request.auth, params=params)
+
+
+@webhooks_v2_router.post(
+    "",
+    response={201: WebhookCreatedOut, **UNAUTHENTICATED, 409: ErrorOut, **INVALID},
+    summary="Register a URL to receive signed events (post.published); the secret is shown only here",
+    description=_CREATE_WEBHOOK_NOTES,
+)
+async def create_webhook_v2(request, payload: WebhookIn, response: HttpResponse):
+    return await create_webhook(request, payload, response)
+
+
+@webhooks_v2_router.get(
+    "", response={200: CursorPage[WebhookOut], **UNAUTHENTICATED, **INVALID}, summary="Your webhooks, newest first"
+)
+async def list_webhooks_v2(request, params: Query[CursorParams]):
+    return await selectors.webhook_endpoint_cursor_page(owner=request.auth, cursor=params.cursor, limit=params.limit)
 
 
 @webhooks_router.get(
@@ -309,10 +410,21 @@ async def delete_webhook(request, webhook_id: ObjectId):
     return Status(204, None)
 
 
-@webhooks_router.get(
+@webhooks_v1_router.get(
     "/{webhook_id}/deliveries",
     response={200: Page[WebhookDeliveryOut], **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
     summary="A webhook's deliveries, newest first",
 )
 async def list_webhook_deliveries(request, webhook_id: ObjectId, params: Query[PageParams]):
     return await selectors.webhook_delivery_page(owner=request.auth, endpoint_id=webhook_id, params=params)
+
+
+@webhooks_v2_router.get(
+    "/{webhook_id}/deliveries",
+    response={200: CursorPage[WebhookDeliveryOut], **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
+    summary="A webhook's deliveries, newest first, by cursor",
+)
+async def list_webhook_deliveries_v2(request, webhook_id: ObjectId, params: Query[CursorParams]):
+    return await selectors.webhook_delivery_cursor_page(
+        owner=request.auth, endpoint_id=webhook_id, cursor=params.cursor, limit=params.limit
+    )

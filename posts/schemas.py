@@ -6,13 +6,14 @@ from ninja import Field, Header, Schema
 from pydantic import AfterValidator, StringConstraints
 
 from accounts.schemas import UserPublic
-from core.pagination import CursorParams, PageParams, PaginationOut
+from core.pagination import CursorPage, CursorParams, PageParams, PaginationOut
 from core.params import MAX_OBJECT_ID
 from core.schemas import StrictSchema, refuse_unstorable_text
 from posts.models import (
     MAX_BODY_LENGTH,
     MAX_TITLE_LENGTH,
     MAX_WEBHOOK_URL_LENGTH,
+    JobStatus,
     PostStatus,
     WebhookDeliveryStatus,
     WebhookEvent,
@@ -86,7 +87,12 @@ class AuthorPostsOut(Schema):
     pagination: PaginationOut
 
 
-class PostCursorPageOut(Schema):
+class PostCursorPageOut(CursorPage[PostOutV2]):
+    pass
+
+
+class AuthorPostsCursorOut(Schema):
+    author: UserPublic
     items: list[PostOutV2]
     next_cursor: str | None
 
@@ -102,6 +108,10 @@ class ExportIn(StrictSchema):
     format: Literal["csv", "jsonl"] = "csv"
     # `mine`: every post of the caller, drafts included; `all`: every post (staff only).
     scope: Literal["mine", "all"] = "mine"
+
+
+class JobListParams(CursorParams):
+    status: JobStatus | None = Field(None, description="Only the jobs in this status.")
 
 
 class JobOut(Schema):

@@ -210,11 +210,21 @@ async def post_cursor_page(
     return page
 
 
+async def author_post_cursor_page(*, viewer, author_id: int, cursor: str | None, limit: int) -> dict:
+    author = await user_public_get(user_id=author_id)
+    return {"author": author, **await post_cursor_page(viewer=viewer, author_id=author_id, cursor=cursor, limit=limit)}
+
+
 # --- jobs ------------------------------------------------------------------------------------------------
 
 
-def job_payload(job: Job) -> dict:
-    """A job as its owner sees it, JSON-ready: the API renders it and the notification socket sends it as is."""
+JOBS_NEWEST_FIRST = Keyset(Job, ("-created_at", "-id"), salt="jobs.cursor")
+_JOB_COLUMNS = ("id", "kind", "status", "progress", "created_at", "finished_at", "error")
+
+
+def job_payload(job: Job, *, api_root: str = "/api/v2") -> dict:
+    """A job as its owner sees it, JSON-ready: the API renders it and the notification socket sends it as is.
+    `api_root`: the API version whose download URL it names."""
     return {
         "id": job.pk,
         "kind": job.kind,
@@ -223,8 +233,17 @@ def job_payload(job: Job) -> dict:
         "created_at": iso_utc(job.created_at),
         "finished_at": iso_utc(job.finished_at) if job.finished_at else None,
         "error": job.error or None,
-        "download_url": f"/api/v1/jobs/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None,
+        "download_url": f"{api_root}/jobs/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None,
     }
+
+
+async def job_cursor_page(*, owner, cursor: str | None, limit: int, status: str | None = None) -> dict:
+    """The owner's jobs, newest first."""
+    jobs = Job.objects.filter(owner_id=owner.pk)
+    if status:
+        jobs = jobs.filter(status=status)
+    rows = jobs.order_by(*JOBS_NEWEST_FIRST.order).only(*_JOB_COLUMNS)
+    return await JOBS_NEWEST_FIRST.page(rows, cursor=cursor, limit=limit, item=job_payload)
 
 
 async def job_get_for_owner(*, owner, job_id: int) -> Job:
@@ -262,6 +281,15 @@ async def webhook_endpoint_page(*, owner, params: PageParams) -> dict:
     return await paginate(endpoints.values(*_ENDPOINT_COLUMNS), params)
 
 
+WEBHOOKS_NEWEST_FIRST = Keyset(WebhookEndpoint, ("-created_at", "-id"), salt="webhooks.cursor")
+DELIVERIES_NEWEST_FIRST = Keyset(WebhookDelivery, ("-created_at", "-id"), salt="webhooks.deliveries.cursor")
+
+
+async def webhook_endpoint_cursor_page(*, owner, cursor: str | None, limit: int) -> dict:
+    endpoints = WebhookEndpoint.objects.filter(owner_id=owner.pk).order_by(*WEBHOOKS_NEWEST_FIRST.order)
+    return await WEBHOOKS_NEWEST_FIRST.page(endpoints.values(*_ENDPOINT_COLUMNS), cursor=cursor, limit=limit)
+
+
 async def webhook_endpoint_get(*, owner, endpoint_id: int) -> dict:
     """The owner's endpoint; someone else's does not exist for them."""
     endpoint = (
@@ -278,3 +306,11 @@ async def webhook_delivery_page(*, owner, endpoint_id: int, params: PageParams) 
         raise NotFound("No such webhook.")
     deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id).order_by("-created_at", "-id")
     return await paginate(deliveries.values(*_DELIVERY_COLUMNS), params)
+
+
+async def webhook_delivery_cursor_page(*, owner, endpoint_id: int, cursor: str | None, limit: int) -> dict:
+    """An endpoint's deliveries, newest first."""
+    if not await WebhookEndpoint.objects.filter(pk=endpoint_id, owner_id=owner.pk).aexists():
+        raise NotFound("No such webhook.")
+    deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id).order_by(*DELIVERIES_NEWEST_FIRST.order)
+    return await DELIVERIES_NEWEST_FIRST.page(deliveries.values(*_DELIVERY_COLUMNS), cursor=cursor, limit=limit)

@@ -1,6 +1,7 @@
 """What every API response promises: the contract's error bodies, request ids, the body size limit."""
 
 import http.client
+import inspect
 import json
 import logging
 import re
@@ -34,6 +35,55 @@ def test_validation_error_body(client):
     locations = [issue["loc"][-1] for issue in body["detail"]]
     assert "email" in locations and "password" in locations
     assert all(set(issue) == {"loc", "msg", "type"} for issue in body["detail"])
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_validation_error_locations_have_one_shape_everywhere(client, make_user, bearer, version):
+    """["body" | "query" | "path", <field>]: a schema's issue and a service's own read alike."""
+    headers = bearer(make_user())
+    api = f"/api/{version}"
+    cases = [
+        (client.post(f"{api}/auth/register", {"username": "ok"}, content_type="application/json"), ["body", "email"]),
+        (client.post(f"{api}/auth/register", [], content_type="application/json"), ["body"]),
+        (
+            client.post(
+                f"{api}/auth/register",
+                {"username": "ok", "email": "ok@example.com", "password": "123"},
+                content_type="application/json",
+            ),
+            ["body", "password"],
+        ),
+        (
+            client.patch(f"{api}/users/me", {"email": 5}, content_type="application/json", headers=headers),
+            ["body", "email"],
+        ),
+        (client.get(f"{api}/users/{'x'}"), ["path", "user_id"]),
+        (client.get(f"{api}/chat/rooms/a/messages", {"limit": "x"}, headers=headers), ["query", "limit"]),
+    ]
+    for response, loc in cases:
+        assert response.status_code == 422, response.content
+        assert response.json()["detail"][0]["loc"] == loc, response.content
+
+
+def test_every_body_parameter_has_the_name_the_error_handler_strips():
+    from ninja import Router, Schema
+
+    from accounts import api as accounts_api
+    from chat import api as chat_api
+    from config.api import BODY_PARAMETER
+    from posts import api as posts_api
+
+    routers = [value for module in (accounts_api, chat_api, posts_api) for value in vars(module).values()]
+    bodies = []
+    for router in (value for value in routers if isinstance(value, Router)):
+        for path_view in router.path_operations.values():
+            for operation in path_view.operations:
+                for name, parameter in inspect.signature(operation.view_func).parameters.items():
+                    # A body is a bare schema; query parameters are Query[...] (typing.Annotated, not a class).
+                    if isinstance(parameter.annotation, type) and issubclass(parameter.annotation, Schema):
+                        bodies.append((operation.view_func.__name__, name))
+    assert len(bodies) > 10
+    assert [body for body in bodies if body[1] != BODY_PARAMETER] == []
 
 
 def test_validation_errors_never_echo_the_input(client):
@@ -76,7 +126,7 @@ def test_chunked_oversized_body_is_refused(live_server_process, settings):
     assert json.loads(response.read())["code"] == "payload_too_large"
 
 
-@pytest.mark.parametrize("path", ["/api/v1/posts/", "/api/v2/posts/", "/admin/login/", "/chat/"])
+@pytest.mark.parametrize("path", ["/api/v1/posts/", "/api/v2/posts", "/admin/login/", "/chat/"])
 def test_a_host_outside_the_allowed_hosts_is_refused(client, path):
     response = client.get(path, headers={"Host": "attacker.example"})
     assert response.status_code == 400
@@ -170,7 +220,7 @@ def test_the_schema_documents_what_every_body_and_anonymous_read_can_get(client,
     open_reads = {name: operation["security"] for name, operation in operations if {} in operation.get("security", [])}
     assert f"GET /api/{version}/posts/{{post_id}}" in open_reads
     assert all(security == [{"JWTAuth": []}, {}] for security in open_reads.values())
-    anonymous = client.get(f"/api/{version}/posts/")
+    anonymous = client.get(f"/api/{version}/posts{'/' if version == 'v1' else ''}")
     assert anonymous.status_code == 200
 
 
@@ -191,14 +241,15 @@ def test_v1_is_marked_deprecated_with_a_link_to_v2(client):
 
 def test_v1_links_only_to_operations_v2_really_has(client, make_user, bearer):
     author = make_user()
-    # v2 serves GET /authors/... nowhere and post writes not at all: no successor to point at.
-    assert "Link" not in client.get(f"/api/v1/authors/{author.pk}/posts")
+    # A method v1 does not serve at a path has no successor to point at (v2 has no GET /exports either).
+    refused = client.get("/api/v1/exports", headers=bearer(author))
+    assert refused.status_code == 405
+    assert "Link" not in refused
     created = client.post(
         "/api/v1/posts/", {"title": "t", "body": "b"}, content_type="application/json", headers=bearer(author)
     )
     assert created.status_code == 201
-    assert created["Deprecation"] == "true"
-    assert "Link" not in created
+    assert created["Link"] == '</api/v2/posts>; rel="successor-version"'
     post_id = created.json()["id"]
     assert client.get(f"/api/v1/posts/{post_id}")["Link"] == f'</api/v2/posts/{post_id}>; rel="successor-version"'
 
@@ -243,7 +294,7 @@ def test_a_body_with_an_unpaired_surrogate_is_not_json_the_service_reads(client,
 
 
 def test_a_search_with_a_nul_is_a_422(client):
-    response = client.get("/api/v2/posts/", {"search": "a\x00b"})
+    response = client.get("/api/v2/posts", {"search": "a\x00b"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][-1] == "search"
 
@@ -263,7 +314,7 @@ def test_control_characters_in_a_path_are_answered(client, make_user, bearer, ch
 
 def test_more_query_fields_than_django_parses_is_a_400(client, settings):
     fields = {f"f{i}": "1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
-    response = client.get("/api/v2/posts/", fields)
+    response = client.get("/api/v2/posts", fields)
     assert response.status_code == 400
     assert response.json()["code"] == "too_many_fields"
 
@@ -279,3 +330,15 @@ def test_a_refused_oversized_body_carries_the_security_headers(client, settings)
     response = client.post(REGISTER, "x" * (settings.MAX_REQUEST_BODY_BYTES + 1), content_type="application/json")
     assert response.status_code == 413
     assert response["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_schema_has_no_duplicated_key(client, version):
+    """A JSON object may not repeat a key (Swagger UI refuses such a schema): one spelling per response status."""
+
+    def unique(pairs):
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), keys
+        return dict(pairs)
+
+    json.loads(client.get(f"/api/{version}/openapi.json").content, object_pairs_hook=unique)

@@ -176,7 +176,7 @@ def limits(*, read=(100, 60), write=(10, 20), auth=(20, 60)) -> dict:
 
 @pytest.mark.django_db(transaction=True)
 def test_responses_carry_the_rate_limit_headers(client):
-    for path in ("/api/v1/posts/", "/api/v2/posts/", "/api/v1/users/1"):
+    for path in ("/api/v1/posts/", "/api/v2/posts", "/api/v1/users/1"):
         response = client.get(path)
         assert response["RateLimit-Limit"] == "100"
         assert response["RateLimit-Reset"] == "60"
@@ -187,7 +187,7 @@ def test_responses_carry_the_rate_limit_headers(client):
 @pytest.mark.django_db(transaction=True)
 def test_over_the_limit_is_429_with_retry_after_and_the_contract_body(client, settings):
     settings.RATE_LIMIT_POLICIES = limits(read=(3, 60))
-    statuses = [client.get("/api/v2/posts/").status_code for _ in range(3)]
+    statuses = [client.get("/api/v2/posts").status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
     response = client.get("/api/v1/posts/")
     assert response.status_code == 429
@@ -271,7 +271,7 @@ def test_reads_fail_open_to_in_process_limits_logged_and_counted(client, setting
     settings.RATE_LIMIT_POLICIES = limits(read=(3, 60))
     before = fallback_count("read")
     with caplog.at_level(logging.ERROR, logger="core.ratelimit"):
-        responses = [client.get("/api/v2/posts/") for _ in range(4)]
+        responses = [client.get("/api/v2/posts") for _ in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
     assert responses[0]["RateLimit-Remaining"] == "2"
     assert fallback_count("read") - before == 4
@@ -321,7 +321,7 @@ def two_servers(transactional_db, tmp_path):
 
 
 def test_one_limit_holds_across_processes_under_concurrent_load(two_servers):
-    urls = [f"{server.base_url}/api/v2/posts/" for server in two_servers] * 50
+    urls = [f"{server.base_url}/api/v2/posts" for server in two_servers] * 50
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(http_json, urls))
     statuses = [status for status, _ in results]

@@ -363,7 +363,7 @@ def test_author_posts(client, make_user, make_posts):
     }
     assert ids(response) == [p.pk for p in posts[:2]]
     assert body["pagination"] == {"page": 1, "per_page": 2, "total": 3, "pages": 2}
-    assert "Link" not in response  # no v2 equivalent
+    assert response["Link"] == f'</api/v2/authors/{author.pk}/posts>; rel="successor-version"'
     assert response["Deprecation"] == "true"
 
 
@@ -384,9 +384,10 @@ def test_v1_responses_announce_their_successor(client, make_user, make_post, bea
     listing = client.get(f"{V1}/posts/")
     assert listing["Deprecation"] == "true"
     assert listing["Sunset"].endswith("GMT")
-    assert listing["Link"] == '</api/v2/posts/>; rel="successor-version"'
+    # v2 spells it without the trailing slash.
+    assert listing["Link"] == '</api/v2/posts>; rel="successor-version"'
     assert client.get(f"{V1}/posts/{post.pk}")["Link"] == f'</api/v2/posts/{post.pk}>; rel="successor-version"'
     deleted = client.delete(f"{V1}/posts/{post.pk}", headers=bearer(author))
     assert deleted.status_code == 204
     assert deleted["Deprecation"] == "true"  # a bodiless answer is still a v1 answer
-    assert "Deprecation" not in client.get("/api/v2/posts/")
+    assert "Deprecation" not in client.get("/api/v2/posts")

@@ -20,7 +20,7 @@ def walk(client, query: str = "", headers=None, between_pages=None) -> list[int]
     seen, cursor, pages = [], None, 0
     while True:
         page_query = f"{query}&{urlencode({'cursor': cursor})}" if cursor else query
-        response = client.get(f"{V2}/posts/?{page_query}", headers=headers or {})
+        response = client.get(f"{V2}/posts?{page_query}", headers=headers or {})
         assert response.status_code == 200, response.content
         body = response.json()
         seen.extend(item["id"] for item in body["items"])
@@ -36,7 +36,7 @@ def walk(client, query: str = "", headers=None, between_pages=None) -> list[int]
 def test_post_out_v2_shape(client, make_user, make_post):
     author = make_user(display_name="Alice A.")
     post = make_post(author, body="é" * 250)
-    for response in (client.get(f"{V2}/posts/{post.pk}"), client.get(f"{V2}/posts/")):
+    for response in (client.get(f"{V2}/posts/{post.pk}"), client.get(f"{V2}/posts")):
         assert response.status_code == 200
         item = response.json() if "items" not in response.json() else response.json()["items"][0]
         assert set(item) == POST_OUT_V2_KEYS
@@ -97,10 +97,10 @@ def test_filters_apply_to_every_page(client, make_user, make_posts):
 
 def test_last_page_has_no_cursor(client, make_user, make_posts):
     make_posts(make_user(), 4)
-    body = client.get(f"{V2}/posts/?limit=4").json()
+    body = client.get(f"{V2}/posts?limit=4").json()
     assert len(body["items"]) == 4
     assert body["next_cursor"] is None
-    assert client.get(f"{V2}/posts/").json() == {"items": body["items"], "next_cursor": None}
+    assert client.get(f"{V2}/posts").json() == {"items": body["items"], "next_cursor": None}
 
 
 def forged_cursors() -> list[str]:
@@ -121,7 +121,7 @@ def forged_cursors() -> list[str]:
 
 @pytest.mark.parametrize("cursor", forged_cursors())
 def test_a_malformed_or_forged_cursor_is_422(client, cursor):
-    response = client.get(f"{V2}/posts/", {"cursor": cursor})
+    response = client.get(f"{V2}/posts", {"cursor": cursor})
     if cursor == "":
         # An empty cursor is no cursor: the first page.
         assert response.status_code == 200
@@ -136,7 +136,7 @@ def test_a_malformed_or_forged_cursor_is_422(client, cursor):
 def test_a_signed_cursor_with_odd_content_is_422_not_500(client):
     signer = signing.Signer(salt="posts.cursor")
     for content in (["a", "b"], [10**30, 1], [1, 2**63], [1, 0], {"x": 1}, [1], None, [1.5, "2"], [True, 1]):
-        response = client.get(f"{V2}/posts/", {"cursor": signer.sign_object(content)})
+        response = client.get(f"{V2}/posts", {"cursor": signer.sign_object(content)})
         assert response.status_code == 422, (content, response.content)
 
 
@@ -144,19 +144,6 @@ def test_a_signed_cursor_with_odd_content_is_422_not_500(client):
     "query", ["limit=0", "limit=101", "limit=-1", "limit=x", "cursor=" + "c" * 513, "author=0", "status=gone"]
 )
 def test_out_of_bounds_parameters_are_422(client, query):
-    response = client.get(f"{V2}/posts/?{query}")
+    response = client.get(f"{V2}/posts?{query}")
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
-
-
-def test_v2_serves_reads_only(client, make_user, make_post, bearer):
-    headers = bearer(make_user())
-    assert (
-        client.post(f"{V2}/posts/", {"title": "x"}, content_type="application/json", headers=headers).status_code
-        == 405
-    )
-    post = make_post()
-    assert client.delete(f"{V2}/posts/{post.pk}", headers=headers).status_code == 405
-    assert client.get(f"{V2}/posts/{post.pk}").status_code == 200
-    assert client.get(f"{V2}/posts/9223372036854775808").status_code == 422
-    assert client.get(f"{V2}/authors/1/posts").status_code == 404

@@ -221,12 +221,12 @@ def test_patch_changes_url_events_and_active(client, make_user, bearer):
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
-        ({"url": None}, ["body", "payload", "url"]),
-        ({"is_active": None}, ["body", "payload", "is_active"]),
-        ({"is_active": "maybe"}, ["body", "payload", "is_active"]),
-        ({"events": []}, ["body", "payload", "events"]),
-        ({"secret": "mine"}, ["body", "payload", "secret"]),
-        ({"url": "gopher://93.184.215.14/"}, ["body", "payload", "url"]),
+        ({"url": None}, ["body", "url"]),
+        ({"is_active": None}, ["body", "is_active"]),
+        ({"is_active": "maybe"}, ["body", "is_active"]),
+        ({"events": []}, ["body", "events"]),
+        ({"secret": "mine"}, ["body", "secret"]),
+        ({"url": "gopher://93.184.215.14/"}, ["body", "url"]),
     ],
 )
 def test_patch_refuses_invalid_fields(client, make_user, bearer, body, loc):
