@@ -2,13 +2,14 @@
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse
-from ninja import Query, Router, Status
+from ninja import Form, Query, Router, Status
 
 from accounts import selectors, services
 from accounts.auth import jwt_auth, staff_required
 from accounts.schemas import (
     LogoutIn,
     PasswordChangeIn,
+    PasswordGrantIn,
     RefreshIn,
     RegisterIn,
     TokenIn,
@@ -23,6 +24,8 @@ from core.params import ObjectId
 from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut
 
 auth_router = Router(tags=["auth"])
+# New in v2.
+password_grant_router = Router(tags=["auth"])
 # Both versions, except the directory: offset pages in v1, cursor pages in v2.
 users_router = Router(tags=["users"])
 users_v1_router = Router(tags=["users"])
@@ -47,6 +50,17 @@ async def obtain_token(request, payload: TokenIn):
     return await services.token_obtain(
         username=payload.username, password=payload.password, client_ip=client_ip(request)
     )
+
+
+@password_grant_router.post(
+    "/password-grant",
+    response={200: TokenPairOut, **UNAUTHENTICATED, **INVALID, 429: RateLimitedOut, 503: ErrorOut},
+    summary="Log in with a form (OAuth 2.0 password grant): what the docs' Authorize dialog uses",
+    description="The same login as `POST /auth/token`, with the body as `application/x-www-form-urlencoded` "
+    "(`grant_type=password&username=...&password=...`).",
+)
+async def obtain_token_by_form(request, payload: Form[PasswordGrantIn]):
+    return await obtain_token(request, payload)
 
 
 @auth_router.post(

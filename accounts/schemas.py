@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from django.contrib.auth.models import BaseUserManager
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -49,6 +49,15 @@ class RegisterIn(StrictSchema):
 
 
 class TokenIn(StrictSchema):
+    username: Annotated[str, Field(min_length=1, max_length=254)]
+    password: Password
+
+
+class PasswordGrantIn(StrictSchema):
+    """OAuth 2.0's password grant (RFC 6749, 4.3) as a form, what the API docs' Authorize dialog sends. Other form
+    fields it may add (client_id, scope) are ignored: there are no clients or scopes here."""
+
+    grant_type: Literal["password"]
     username: Annotated[str, Field(min_length=1, max_length=254)]
     password: Password
 

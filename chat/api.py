@@ -8,6 +8,7 @@ from ninja import Field, Path, Query, Router, Schema, Status
 
 from accounts.auth import jwt_auth, session_auth
 from chat import selectors, services
+from chat.models import MAX_SLUG_LENGTH
 from chat.schemas import MessagePage, RoomIn, RoomOut, TicketOut
 from core.params import MAX_OBJECT_ID
 from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut
@@ -16,8 +17,15 @@ from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut
 chat_router = Router(tags=["chat"], auth=[jwt_auth, session_auth])
 
 MessageId = Annotated[int, Field(ge=0, le=MAX_OBJECT_ID)]
-# What services.room_create's slugify can make (ASCII letters, digits, '-' and '_'), as the room model stores it.
-RoomSlug = Annotated[str, Path(pattern=r"^[-a-zA-Z0-9_]+$", max_length=100)]
+# What services.room_slug makes: letters and digits of any script ("\w" is Unicode-aware here), '-' and '_'.
+RoomSlug = Annotated[
+    str,
+    Path(
+        pattern=r"^[-\w]+$",
+        max_length=MAX_SLUG_LENGTH,
+        description="The room's slug: letters and digits of any script, '-' and '_'.",
+    ),
+]
 
 
 class HistoryParams(Schema):

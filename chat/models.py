@@ -4,10 +4,11 @@ from django.db import models
 from fastpath.db import LoopManager
 
 MAX_MESSAGE_LENGTH = 4000
+MAX_SLUG_LENGTH = 100
 
 
 class Room(models.Model):
-    slug = models.SlugField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=MAX_SLUG_LENGTH, unique=True, allow_unicode=True)
     name = models.CharField(max_length=100)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -3,6 +3,7 @@
 import json
 import logging
 import secrets
+import unicodedata
 import uuid
 
 from asgiref.sync import async_to_sync
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
-from chat.models import Message, Room
+from chat.models import MAX_SLUG_LENGTH, Message, Room
 from chat.schemas import message_event
 from core.errors import Conflict, InvalidInput
 from core.store import get_store
@@ -27,9 +28,20 @@ def user_group(user_id: int) -> str:
     return f"notify.user.{user_id}"
 
 
+def room_slug(name: str) -> str:
+    """The room's address: its name's letters and digits, in any script (日本語ルーム, кофе), lowercased, with '-'
+    between words. Accents on Latin letters are dropped, as ASCII slugs always had it (Café Talk -> cafe-talk)."""
+    kept = []
+    for char in unicodedata.normalize("NFKD", name):
+        if unicodedata.combining(char) and kept and kept[-1].isascii():
+            continue
+        kept.append(char)
+    return slugify(unicodedata.normalize("NFC", "".join(kept)), allow_unicode=True)[:MAX_SLUG_LENGTH].strip("-_")
+
+
 def room_create(*, name: str, user) -> Room:
     name = name.strip()
-    slug = slugify(name)
+    slug = room_slug(name)
     if not slug:
         raise InvalidInput(
             loc=["body", "name"], msg="The name needs at least one letter or digit.", type="value_error"

@@ -10,7 +10,7 @@ app_name = "chat"
 
 urlpatterns = [
     path("", views.rooms, name="rooms"),
-    path("chat/<slug:slug>/", views.room, name="room"),
+    path("chat/<room_slug:slug>/", views.room, name="room"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=GuardedAuthenticationForm),

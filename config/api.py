@@ -10,6 +10,7 @@ from email.utils import format_datetime
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpResponsePermanentRedirect
+from django.http.multipartparser import MultiPartParserError
 from django.urls import path
 from django.utils.encoding import escape_uri_path, iri_to_uri
 from django.views.decorators.csrf import csrf_exempt
@@ -20,13 +21,15 @@ from accounts import tokens
 from accounts.api import (
     auth_router,
     obtain_token,
+    obtain_token_by_form,
+    password_grant_router,
     refresh_token,
     register,
     users_router,
     users_v1_router,
     users_v2_router,
 )
-from accounts.auth import JWTAuth, OptionalJWTAuth, verified_access_claims
+from accounts.auth import BrowserSessionAuth, JWTAuth, OptionalJWTAuth, verified_access_claims
 from chat.api import chat_router
 from core import ratelimit
 from core.errors import ServiceError, code_for_status, error_body
@@ -61,6 +64,9 @@ def _contract_issue(issue: dict) -> dict:
     ninja's ["body", "payload", "email"] included."""
     found = {key: issue.get(key) for key in _VALIDATION_ISSUE_KEYS}
     loc = list(found["loc"] or ())
+    if loc[:1] == ["form"]:
+        # A form is the request's body too.
+        loc[0] = "body"
     if loc[:2] == ["body", BODY_PARAMETER]:
         loc = ["body", *loc[2:]]
     found["loc"] = loc
@@ -101,6 +107,10 @@ def install_error_handlers(api: NinjaAPI) -> None:
     def body_too_large(request, exc: RequestDataTooBig):
         return _respond(api, request, 413, error_body(413, "Request body is too large."))
 
+    def unreadable_form(request, exc: MultiPartParserError):
+        # A multipart body Django cannot split (no boundary, a truncated part) where a form is read.
+        return _respond(api, request, 400, error_body(400, "The form body cannot be read.", "invalid_form"))
+
     def too_many_fields(request, exc: TooManyFieldsSent | TooManyFilesSent):
         # More query or form fields than DATA_UPLOAD_MAX_NUMBER_FIELDS (files: _FILES): Django refuses to parse them.
         return _respond(api, request, 400, error_body(400, str(exc), "too_many_fields"))
@@ -114,6 +124,7 @@ def install_error_handlers(api: NinjaAPI) -> None:
     api.add_exception_handler(Exception, unexpected)
     api.add_exception_handler(RequestDataTooBig, body_too_large)
     api.add_exception_handler(TooManyFieldsSent, too_many_fields)
+    api.add_exception_handler(MultiPartParserError, unreadable_form)
     api.add_exception_handler(TooManyFilesSent, too_many_fields)
     api.add_exception_handler(Http404, not_found)
     api.add_exception_handler(HttpError, http_error)
@@ -128,11 +139,14 @@ class ContractNinjaAPI(NinjaAPI):
 
     `one_spelling`: every path is served without a trailing slash, and the other spelling answers 308 to it (the
     method and body are kept), whichever way the routers write it.
+    `password_grant_url`: where the docs' Authorize dialog logs in with a username and password (OAuth 2.0's
+    password flow), offered beside the bearer token wherever one is accepted.
     """
 
-    def __init__(self, *args, one_spelling: bool = False, **kwargs):
+    def __init__(self, *args, one_spelling: bool = False, password_grant_url: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.one_spelling = one_spelling
+        self.password_grant_url = password_grant_url
 
     @property
     def urls(self):
@@ -148,6 +162,15 @@ class ContractNinjaAPI(NinjaAPI):
         optional = schemes.pop(OptionalJWTAuth.__name__, None)
         if optional is not None:
             schemes.setdefault(JWTAuth.__name__, optional)
+        # The chat page's session cookie is the browser page's own credential, not one an API client holds: the
+        # operations still accept it (chat/api.py), the docs offer only the bearer token.
+        schemes.pop(BrowserSessionAuth.__name__, None)
+        if self.password_grant_url:
+            schemes[_PASSWORD_GRANT] = {
+                "type": "oauth2",
+                "description": "Your username and password, exchanged for a bearer token.",
+                "flows": {"password": {"tokenUrl": self.password_grant_url, "scopes": {}}},
+            }
         for route, operations in schema["paths"].items():
             for method, operation in operations.items():
                 # One spelling of each status: ninja writes them as integers, an operation's openapi_extra may not,
@@ -158,16 +181,30 @@ class ContractNinjaAPI(NinjaAPI):
                 if "requestBody" in operation:
                     # Every body is parsed and its size checked before the operation runs (install_error_handlers,
                     # core/middleware.py).
-                    for status, description in (("400", "The body is not JSON"), ("413", "The body is too large")):
+                    for status, description in (
+                        ("400", "The body cannot be read (not JSON)"),
+                        ("413", "The body is too large"),
+                    ):
                         responses.setdefault(
                             status, {"description": description, "content": {"application/json": {"schema": error}}}
                         )
                 _link_what_it_returns(schema, route, method, operation)
-                security = operation.get("security")
-                if security and any(OptionalJWTAuth.__name__ in requirement for requirement in security):
-                    # The same bearer token, or none: an anonymous caller is served too.
-                    operation["security"] = [{JWTAuth.__name__: []}, {}]
+                if "security" in operation:
+                    operation["security"] = self._security(operation["security"])
         return schema
+
+    def _security(self, requirements: list[dict]) -> list[dict]:
+        names = {name for requirement in requirements for name in requirement}
+        if not names & {JWTAuth.__name__, OptionalJWTAuth.__name__}:
+            return requirements
+        bearer = [{JWTAuth.__name__: []}]
+        if self.password_grant_url:
+            bearer.append({_PASSWORD_GRANT: []})
+        # The optional-auth reads: the same bearer token, or none (an anonymous caller is served too).
+        return [*bearer, {}] if OptionalJWTAuth.__name__ in names else bearer
+
+
+_PASSWORD_GRANT = "PasswordGrant"
 
 
 def _link_what_it_returns(schema: dict, route: str, method: str, operation: dict) -> None:
@@ -307,7 +344,7 @@ _PATH_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
 
 # Unauthenticated entry points where a flood is an attack on credentials: without Redis they refuse (503) rather
 # than fall back to per-process limits.
-_AUTH_VIEWS = {register, obtain_token, refresh_token}
+_AUTH_VIEWS = {register, obtain_token, obtain_token_by_form, refresh_token}
 _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
@@ -375,6 +412,9 @@ _SHARED = [
 ]
 
 
+# The docs of both versions log in here: tokens are the same in both.
+PASSWORD_GRANT_URL = "/api/v2/auth/password-grant"
+
 _COMMON = {
     "title": "Backend API",
     "docs_url": "/docs",
@@ -385,10 +425,16 @@ _COMMON = {
 
 api_v2 = _configure(
     ContractNinjaAPI(
-        version="2.0", description="Current version.", urls_namespace="api-2", one_spelling=True, **_COMMON
+        version="2.0",
+        description="Current version.",
+        urls_namespace="api-2",
+        one_spelling=True,
+        password_grant_url=PASSWORD_GRANT_URL,
+        **_COMMON,
     ),
     [
         *_SHARED,
+        ("/auth", password_grant_router),
         ("/users", users_v2_router),
         ("/posts", posts_v2_router),
         ("/authors", authors_v2_router),
@@ -404,6 +450,7 @@ api_v1 = _configure(
         prefix="/api/v1/",
         successor=api_v2,
         successor_prefix="/api/v2/",
+        password_grant_url=PASSWORD_GRANT_URL,
         sunset=datetime.combine(settings.API_V1_SUNSET, datetime.max.time(), tzinfo=UTC).replace(microsecond=0),
         **_COMMON,
     ),

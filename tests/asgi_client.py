@@ -15,6 +15,7 @@ this client commit their data (`django_db(transaction=True)`), like tests agains
 import asyncio
 import threading
 from http.cookies import SimpleCookie
+from urllib.parse import quote_from_bytes
 
 import uvloop
 from django.core.handlers.wsgi import WSGIRequest
@@ -56,15 +57,17 @@ def _scope(environ: dict) -> dict:
     for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(name):
             headers.append((name.replace("_", "-").lower().encode(), str(environ[name]).encode("latin-1")))
-    path = environ["PATH_INFO"]
+    # WSGI carries the decoded path's bytes as a latin-1 string; ASGI, as the server gives it, the path decoded as
+    # UTF-8 and the bytes as they came, percent-encoded.
+    path_bytes = environ["PATH_INFO"].encode("latin-1")
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": environ["REQUEST_METHOD"],
         "scheme": environ.get("wsgi.url_scheme", "http"),
-        "path": path,
-        "raw_path": path.encode("latin-1"),
+        "path": path_bytes.decode("utf-8", errors="replace"),
+        "raw_path": quote_from_bytes(path_bytes, safe="/:@!$&'()*+,;=-._~").encode("ascii"),
         "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
         "root_path": "",
         "headers": headers,

@@ -219,7 +219,7 @@ def test_the_schema_documents_what_every_body_and_anonymous_read_can_get(client,
     assert [scheme for scheme in schema["components"]["securitySchemes"] if "JWT" in scheme] == ["JWTAuth"]
     open_reads = {name: operation["security"] for name, operation in operations if {} in operation.get("security", [])}
     assert f"GET /api/{version}/posts/{{post_id}}" in open_reads
-    assert all(security == [{"JWTAuth": []}, {}] for security in open_reads.values())
+    assert all(security == [{"JWTAuth": []}, {"PasswordGrant": []}, {}] for security in open_reads.values())
     anonymous = client.get(f"/api/{version}/posts{'/' if version == 'v1' else ''}")
     assert anonymous.status_code == 200
 

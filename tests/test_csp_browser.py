@@ -103,10 +103,27 @@ def test_the_chat_pages_work_under_the_policy(live_server_process, make_user):
     assert violations == []
 
 
-def test_the_api_docs_work_under_the_policy(live_server_process):
+def test_the_api_docs_work_under_the_policy_and_log_in_with_a_password(live_server_process, make_user):
+    make_user(username="grace")
     with watched_page() as (page, violations):
         page.goto(f"{live_server_process.base_url}/api/v2/docs")
         # Swagger UI's scripts ran and drew the schema they fetched.
         expect(page.locator(".swagger-ui .info .title")).to_contain_text("Backend API")
-        expect(page.locator(".opblock").first).to_be_visible()
+        # The Authorize dialog: the bearer token, and the password flow (accounts/api.py, password-grant).
+        page.locator("button.authorize").first.click()
+        dialog = page.locator(".modal-ux")
+        expect(dialog.get_by_text("JWTAuth")).to_be_visible()
+        dialog.locator("#oauth_username").fill("grace")
+        dialog.locator("#oauth_password").fill(DEFAULT_PASSWORD)
+        password_flow = dialog.locator(".auth-container:has(#oauth_username)")
+        password_flow.get_by_role("button", name="Apply given OAuth2 credentials").click()
+        expect(dialog.get_by_role("heading", name="Authorized")).to_be_visible()
+        dialog.locator("button.close-modal").click()
+        # An operation tried from the page carries the token the dialog obtained.
+        operation = page.locator("#operations-users-accounts_api_me")
+        operation.locator(".opblock-summary").click()
+        operation.get_by_role("button", name="Try it out").click()
+        operation.get_by_role("button", name="Execute").click()
+        expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_have_text("200")
+        expect(operation.locator(".live-responses-table tbody .response-col_description")).to_contain_text('"grace"')
     assert violations == []

@@ -1,6 +1,7 @@
 """The chat REST endpoints: rooms, history windows, tickets."""
 
 import uuid
+from urllib.parse import quote
 
 import pytest
 from redis import Redis
@@ -33,6 +34,19 @@ def test_create_and_list_rooms(client, make_user, bearer):
     client.post(f"{CHAT}/rooms", {"name": "Announcements"}, content_type="application/json", headers=headers)
     listed = client.get(f"{CHAT}/rooms", headers=headers).json()
     assert [r["slug"] for r in listed] == ["announcements", "cafe-talk"]
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"), [("日本語ルーム", "日本語ルーム"), ("Кофе и чай", "кофе-и-чай"), ("ガンダム 2", "ガンダム-2")]
+)
+def test_room_names_in_any_script_keep_their_letters(client, make_user, bearer, name, slug):
+    headers = bearer(make_user())
+    response = client.post(f"{CHAT}/rooms", {"name": name}, content_type="application/json", headers=headers)
+    assert response.status_code == 201, response.content
+    assert response.json()["slug"] == slug
+    history = client.get(f"{CHAT}/rooms/{quote(slug)}/messages", headers=headers)
+    assert history.status_code == 200, history.content
+    assert history.json() == {"items": [], "has_more": False}
 
 
 def test_a_taken_slug_is_a_409(client, make_user, bearer):

@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from chat.models import Message
+from chat.models import Message, Room
 from chat.services import notify_user, ticket_issue
 from tests.chat.conftest import make_messages
 
@@ -60,6 +60,15 @@ def message(text="hello", client_id=None) -> dict:
 # --- who gets in ----------------------------------------------------------------------------------------
 
 
+async def test_a_room_named_in_another_script_has_a_socket(connect, make_user):
+    await Room.objects.acreate(slug="日本語ルーム", name="日本語ルーム")
+    user = await sync_to_async(make_user)()
+    communicator, connected = await connect(f"/ws/chat/日本語ルーム/?ticket={await ticket_for(user)}")
+    assert connected
+    welcome = await communicator.receive_json_from(timeout=5)
+    assert welcome["type"] == "welcome" and welcome["room"]["slug"] == "日本語ルーム"
+
+
 async def test_no_credentials_is_closed_with_4001(connect, room):
     communicator, connected = await connect("/ws/chat/general/")
     assert connected  # accepted so that the close code can be delivered
@@ -90,7 +99,9 @@ async def test_a_deactivated_users_ticket_is_closed_with_4001(connect, room, mak
     assert await close_code(communicator) == 4001
 
 
-@pytest.mark.parametrize("path", ["/ws/unknown/", "/ws/chat/%00/", "/ws/chat/a%0Ab/", "/ws/", "/ws/chat/général/"])
+@pytest.mark.parametrize(
+    "path", ["/ws/unknown/", "/ws/chat/%00/", "/ws/chat/a%0Ab/", "/ws/", "/ws/chat/a b/", "/ws/chat/a.b/"]
+)
 async def test_a_path_no_route_matches_is_closed_with_4004(connect, path):
     communicator, connected = await connect(path)
     assert connected
