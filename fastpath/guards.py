@@ -49,7 +49,9 @@ PRIVATE_USES = (
         "django-csp",
         "4.0",
         "fastpath/middleware.py",
-        "CSPMiddleware.process_request/process_response run on the event loop: they must stay free of I/O",
+        "CSPMiddleware.process_request/process_response run on the event loop: they must stay free of I/O; for API "
+        "responses csp.utils.build_policy() of the settings alone is cached, skipped when a response carries "
+        "_csp_config/_csp_update/_csp_replace/_csp_exempt, and DEBUG's 404/500 left without the header as it does",
     ),
     PrivateUse(
         "django-ninja",
