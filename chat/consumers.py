@@ -18,6 +18,7 @@ from chat.models import MAX_MESSAGE_LENGTH, Room
 from chat.presence import Presence, get_presence_registry
 from chat.schemas import message_event
 from chat.throttle import TokenBucket
+from core import events
 from core.logging import request_id_var, user_id_var
 from core.metrics import CHAT_MESSAGES_SENT, WEBSOCKET_CONNECTIONS
 from core.schemas import UNSTORABLE_TEXT_MESSAGE, holds_unstorable_text
@@ -151,7 +152,7 @@ class ChatConsumer(AuthenticatedConsumer):
         if self.room is None:
             await self.close(code=CLOSE_NO_SUCH_ROOM)
             return
-        self.group = services.room_group(self.room.pk)
+        self.group = events.room_group(self.room.pk)
         self.bucket = TokenBucket(rate=settings.CHAT_MESSAGE_RATE, burst=settings.CHAT_MESSAGE_BURST)
         self.last_typing = 0.0
         # Live messages up to this id were already sent by the backfill.
@@ -306,7 +307,7 @@ class NotificationConsumer(AuthenticatedConsumer):
     frame_types = frozenset({"ping"})
 
     async def connected(self) -> None:
-        self.group = services.user_group(self.user.pk)
+        self.group = events.user_group(self.user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_json({"type": "welcome", "user": {"id": self.user.pk, "username": self.user.username}})
 

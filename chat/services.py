@@ -6,26 +6,17 @@ import secrets
 import unicodedata
 import uuid
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from chat.models import MAX_SLUG_LENGTH, Message, Room
 from chat.schemas import message_event
+from core import events
 from core.errors import Conflict, InvalidInput
 from core.store import get_store
 
 logger = logging.getLogger(__name__)
-
-
-def room_group(room_id: int) -> str:
-    return f"chat.room.{room_id}"
-
-
-def user_group(user_id: int) -> str:
-    return f"notify.user.{user_id}"
 
 
 def room_slug(name: str) -> str:
@@ -67,24 +58,11 @@ def message_send(*, room: Room, user, text: str, client_id: uuid.UUID) -> tuple[
             message = Message.objects.create(room=room, user=user, text=text, client_id=client_id)
             # Encoded once here rather than once per receiving socket: a room of 500 shares one JSON text.
             payload = {"type": "chat.message", "id": message.pk, "frame": json.dumps(message_event(message))}
-            transaction.on_commit(lambda: _broadcast(room_group(room.pk), payload))
+            events.publish_on_commit(events.room_group(room.pk), payload)
     except IntegrityError:
         # The same client_id raced in through another connection of the same user: theirs was stored.
         return Message.objects.select_related("user", "room").get(user=user, client_id=client_id), False
     return message, True
-
-
-def _broadcast(group: str, payload: dict) -> None:
-    # Best effort by design: a client that misses it heals the gap from the database with `after`.
-    try:
-        async_to_sync(get_channel_layer().group_send)(group, payload)
-    except Exception:
-        logger.exception("broadcast to %s failed", group)
-
-
-def notify_user(*, user_id: int, event: dict) -> None:
-    """Deliver an event to every open /ws/notifications/ socket of the user, on every server process."""
-    _broadcast(user_group(user_id), {"type": "notify.event", "event": event})
 
 
 async def ticket_issue(*, user) -> str:

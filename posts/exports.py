@@ -25,6 +25,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
+from core import events
 from core.errors import Conflict, PermissionDenied, RateLimited
 from core.renderers import iso_utc
 from core.tracing import span
@@ -217,7 +218,7 @@ def _export_succeeded(job_id: int, *, name: str, rows: int) -> None:
     job.error = ""
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "progress", "result_file", "result_rows", "error", "finished_at"])
-    transaction.on_commit(partial(_announce, job))
+    _announce(job)
 
 
 @transaction.atomic
@@ -230,13 +231,12 @@ def export_failed(*, job_id: int, error: str) -> None:
     job.error = error
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "error", "finished_at"])
-    transaction.on_commit(partial(_announce, job))
+    _announce(job)
 
 
 def _announce(job: Job) -> None:
-    from chat.services import notify_user
-
-    notify_user(user_id=job.owner_id, event={"type": "job", "job": job_payload(job)})
+    """The owner's notification sockets hear that the job ended, once that is committed."""
+    events.notify_user_on_commit(job.owner_id, {"type": "job", "job": job_payload(job)})
 
 
 # --- operations (admin, beat) ----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from chat.models import Message, Room
-from chat.services import notify_user, ticket_issue
+from chat.services import ticket_issue
+from core import events
 from tests.chat.conftest import make_messages
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -334,7 +335,7 @@ async def test_notifications_reach_every_socket_of_that_user_only(connect, make_
         sockets.append(communicator)
 
     event = {"type": "job", "job": {"id": 7, "status": "succeeded"}}
-    await sync_to_async(notify_user)(user_id=alice.pk, event=event)
+    await sync_to_async(events.notify_user_on_commit)(alice.pk, event)
     assert await sockets[0].receive_json_from() == event
     assert await sockets[1].receive_json_from() == event
     assert await sockets[2].receive_nothing(timeout=0.3)
