@@ -41,7 +41,11 @@ async def user_public_get(*, user_id: int) -> dict:
 
 
 async def user_get_active(*, user_id: int) -> User:
-    user = await _active_users().filter(pk=user_id).afirst()
+    user = await user_active_or_none(user_id=user_id)
     if user is None:
         raise NotFound("No such user.")
     return user
+
+
+async def user_active_or_none(*, user_id: int) -> User | None:
+    return await _active_users().filter(pk=user_id).afirst()

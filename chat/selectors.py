@@ -11,10 +11,20 @@ async def room_list() -> list[Room]:
 
 
 async def room_get(*, slug: str) -> Room:
-    room = await Room.objects.filter(slug=slug).afirst()
+    room = await room_or_none(slug=slug)
     if room is None:
         raise NotFound("No such room.")
     return room
+
+
+async def room_or_none(*, slug: str) -> Room | None:
+    return await Room.objects.filter(slug=slug).afirst()
+
+
+async def last_message_id(*, room_id: int) -> int:
+    """The room's newest message id, 0 when it has none."""
+    last = await Message.objects.filter(room_id=room_id).order_by("-id").values_list("id", flat=True).afirst()
+    return last or 0
 
 
 async def message_history(*, room: Room, before: int | None, after: int | None, limit: int) -> dict:

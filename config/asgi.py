@@ -20,10 +20,11 @@ from fastpath.asgi import http_application, serving  # noqa: E402
 # Django's ASGI handler; with FAST_PATH on, the speed layer's (fastpath/asgi.py).
 django_asgi_app = http_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from chat.middleware import SocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from core.backends import log_backends_in_use  # noqa: E402
 from core.metrics import forget_process_on_exit  # noqa: E402
@@ -37,9 +38,11 @@ application = serving(
         {
             # Static files (admin, API docs) are served by the app itself, so one image needs no extra web server.
             "http": traced_asgi(ASGIStaticFilesHandler(django_asgi_app)),
-            # Origins outside ALLOWED_HOSTS are refused at the handshake; the session cookie identifies browser users
-            # (API clients present a single-use ticket instead, checked by the consumer).
-            "websocket": browser_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # Origins outside ALLOWED_HOSTS are refused at the handshake; a single-use ticket (API clients) or the
+            # session cookie (the browser page) identifies the user (chat/middleware.py).
+            "websocket": browser_origin_validator(
+                SessionMiddlewareStack(SocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
         }
     )
 )

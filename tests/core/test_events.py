@@ -1,9 +1,6 @@
-"""core/events.py: events reach the Channels layer (the real Redis one) only once their transaction commits, and
-only the domains' own modules publish: none imports another domain to reach its sockets."""
+"""core/events.py: events reach the Channels layer (the real Redis one) only once their transaction commits."""
 
-import ast
 import asyncio
-from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -13,8 +10,6 @@ from django.db import transaction
 from core import events
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def received(group: str, publish) -> list[dict]:
@@ -55,13 +50,3 @@ def test_a_rolled_back_transaction_publishes_nothing():
             raise RuntimeError("rolled back")
 
     assert received(events.room_group(3), publish) == []
-
-
-@pytest.mark.parametrize("domain", ["accounts", "posts"])
-def test_no_domain_imports_chat_to_reach_sockets(domain):
-    for module in (PROJECT_ROOT / domain).rglob("*.py"):
-        tree = ast.parse(module.read_text())
-        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names] + [
-            node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-        ]
-        assert [name for name in imported if name == "chat" or name.startswith("chat.")] == [], module
