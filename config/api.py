@@ -38,12 +38,10 @@ from core.net import client_ip
 from core.renderers import ORJSONParser, ORJSONRenderer
 from core.schemas import ErrorOut, RateLimitedOut
 from fastpath.responses import fast_bodies
+from jobs.api import exports_router, jobs_list_router, jobs_router
 from posts.api import (
     authors_router,
     authors_v2_router,
-    exports_router,
-    jobs_list_router,
-    jobs_router,
     posts_router,
     posts_v2_router,
     webhooks_router,

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "fastpath",
     "accounts",
     "posts",
+    "jobs",
     "chat",
 ]
 

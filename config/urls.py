@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from config.api import api_v1, api_v2
 from core.health import health, ready
@@ -12,6 +13,11 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("api/v1/", api_v1.urls),
     path("api/v2/", api_v2.urls),
+    # Jobs moved from the posts app to their own: old bookmarks of the admin's job pages go to the new ones.
+    re_path(
+        rf"^{settings.ADMIN_URL}posts/job/(?P<rest>.*)$",
+        RedirectView.as_view(url=f"/{settings.ADMIN_URL}jobs/job/%(rest)s", permanent=True, query_string=True),
+    ),
     path(settings.ADMIN_URL, admin.site.urls),
     path("", include("chat.urls")),
 ]

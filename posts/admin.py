@@ -1,7 +1,8 @@
 from django.contrib import admin
 
-from posts import exports, services, webhooks
-from posts.models import Job, Post, PostStatus, WebhookDelivery, WebhookEndpoint
+from core.admin import WorkerWrittenAdmin
+from posts import services, webhooks
+from posts.models import Post, PostStatus, WebhookDelivery, WebhookEndpoint
 
 
 @admin.register(Post)
@@ -47,34 +48,6 @@ class PostAdmin(admin.ModelAdmin):
         post_ids = list(queryset.values_list("pk", flat=True))
         super().delete_queryset(request, queryset)
         services.posts_deleted(post_ids=post_ids)
-
-
-class WorkerWrittenAdmin(admin.ModelAdmin):
-    """Rows the Celery workers write (jobs, deliveries): the console watches them and retries failed ones, and
-    never edits or adds them by hand."""
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-
-@admin.register(Job)
-class JobAdmin(WorkerWrittenAdmin):
-    list_display = ("id", "kind", "owner", "status", "progress", "attempts", "created_at", "finished_at")
-    list_filter = ("status", "kind", "created_at")
-    search_fields = ("owner__username",)
-    list_select_related = ("owner",)
-    raw_id_fields = ("owner",)
-    ordering = ("-created_at", "-id")
-    show_full_result_count = False
-    actions = ("retry",)
-
-    @admin.action(description="Retry selected failed jobs", permissions=["change"])
-    def retry(self, request, queryset):
-        retried = exports.jobs_retry(job_ids=queryset.values_list("pk", flat=True))
-        self.message_user(request, f"Sent {retried} failed job(s) back to the queue.")
 
 
 @admin.register(WebhookEndpoint)

@@ -1,8 +1,8 @@
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from ninja import Field, Header, Schema
+from ninja import Field, Schema
 from pydantic import AfterValidator, StringConstraints
 
 from accounts.schemas import UserPublic
@@ -13,7 +13,6 @@ from posts.models import (
     MAX_BODY_LENGTH,
     MAX_TITLE_LENGTH,
     MAX_WEBHOOK_URL_LENGTH,
-    JobStatus,
     PostStatus,
     WebhookDeliveryStatus,
     WebhookEvent,
@@ -95,34 +94,6 @@ class AuthorPostsCursorOut(Schema):
     author: UserPublic
     items: list[PostOutV2]
     next_cursor: str | None
-
-
-# --- jobs ------------------------------------------------------------------------------------------------
-
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-# The Idempotency-Key request header (optional).
-IdempotencyKey = Annotated[str | None, Header(None, alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH)]
-
-
-class ExportIn(StrictSchema):
-    format: Literal["csv", "jsonl"] = "csv"
-    # `mine`: every post of the caller, drafts included; `all`: every post (staff only).
-    scope: Literal["mine", "all"] = "mine"
-
-
-class JobListParams(CursorParams):
-    status: JobStatus | None = Field(None, description="Only the jobs in this status.")
-
-
-class JobOut(Schema):
-    id: int
-    kind: str
-    status: Literal["queued", "running", "succeeded", "failed"]
-    progress: int = Field(ge=0, le=100)
-    created_at: datetime
-    finished_at: datetime | None
-    error: str | None
-    download_url: str | None
 
 
 # --- webhooks --------------------------------------------------------------------------------------------

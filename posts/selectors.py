@@ -13,9 +13,8 @@ from django.db.models import Q
 from accounts.selectors import user_public_get
 from core.errors import NotFound
 from core.pagination import Keyset, PageParams, paginate, pagination_meta
-from core.renderers import iso_utc
 from posts import cache as posts_cache
-from posts.models import Job, Post, PostStatus, WebhookDelivery, WebhookEndpoint
+from posts.models import Post, PostStatus, WebhookDelivery, WebhookEndpoint
 
 EXCERPT_LENGTH = 200
 
@@ -213,45 +212,6 @@ async def post_cursor_page(
 async def author_post_cursor_page(*, viewer, author_id: int, cursor: str | None, limit: int) -> dict:
     author = await user_public_get(user_id=author_id)
     return {"author": author, **await post_cursor_page(viewer=viewer, author_id=author_id, cursor=cursor, limit=limit)}
-
-
-# --- jobs ------------------------------------------------------------------------------------------------
-
-
-JOBS_NEWEST_FIRST = Keyset(Job, ("-created_at", "-id"), salt="jobs.cursor")
-_JOB_COLUMNS = ("id", "kind", "status", "progress", "created_at", "finished_at", "error")
-
-
-def job_payload(job: Job, *, api_root: str = "/api/v2") -> dict:
-    """A job as its owner sees it, JSON-ready: the API renders it and the notification socket sends it as is.
-    `api_root`: the API version whose download URL it names."""
-    return {
-        "id": job.pk,
-        "kind": job.kind,
-        "status": job.status,
-        "progress": job.progress,
-        "created_at": iso_utc(job.created_at),
-        "finished_at": iso_utc(job.finished_at) if job.finished_at else None,
-        "error": job.error or None,
-        "download_url": f"{api_root}/jobs/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None,
-    }
-
-
-async def job_cursor_page(*, owner, cursor: str | None, limit: int, status: str | None = None) -> dict:
-    """The owner's jobs, newest first."""
-    jobs = Job.objects.filter(owner_id=owner.pk)
-    if status:
-        jobs = jobs.filter(status=status)
-    rows = jobs.order_by(*JOBS_NEWEST_FIRST.order).only(*_JOB_COLUMNS)
-    return await JOBS_NEWEST_FIRST.page(rows, cursor=cursor, limit=limit, item=job_payload)
-
-
-async def job_get_for_owner(*, owner, job_id: int) -> Job:
-    """The job, when it is the owner's: someone else's job does not exist for them."""
-    job = await Job.objects.filter(pk=job_id, owner_id=owner.pk).afirst()
-    if job is None:
-        raise NotFound("No such job.")
-    return job
 
 
 # --- webhooks --------------------------------------------------------------------------------------------

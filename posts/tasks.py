@@ -1,62 +1,16 @@
-"""Celery tasks of the posts app: thin wrappers that load by id and call a service. Every one is idempotent, since
-`acks_late` redelivers a task whose worker died before it finished."""
+"""Celery tasks of the posts app (webhook deliveries): thin wrappers that load by id and call a service. Every one
+is idempotent, since `acks_late` redelivers a task whose worker died before it finished."""
 
 import logging
-import random
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from posts import exports, webhooks
+from core.tasks import backoff_seconds
+from posts import webhooks
 
 logger = logging.getLogger(__name__)
-
-# Failures worth another try: the database or the storage was briefly unreachable.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError)
-EXPORT_MAX_RETRIES = 3
-
-
-def backoff_seconds(retries: int, *, base: float = 2.0, cap: float = 300.0) -> float:
-    """Exponential backoff with full jitter: retries of many tasks that failed together spread out."""
-    return random.uniform(0, min(cap, base * 2**retries))
-
-
-@shared_task(bind=True, max_retries=EXPORT_MAX_RETRIES)
-def run_export(self, job_id: int) -> None:
-    try:
-        exports.export_run(job_id=job_id)
-    except SoftTimeLimitExceeded:
-        logger.error("export job %s hit the soft time limit", job_id)
-        exports.export_failed(job_id=job_id, error="The export took longer than the time limit.")
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= self.max_retries:
-            logger.exception("export job %s failed after %s retries", job_id, self.request.retries)
-            exports.export_failed(job_id=job_id, error="The export failed; please try again later.")
-            return
-        logger.warning("export job %s failed, retrying: %s", job_id, exc)
-        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
-    except Exception:
-        # A bug, not a hiccup: retrying would fail the same way. The owner learns it failed; the log has why.
-        logger.exception("export job %s failed", job_id)
-        exports.export_failed(job_id=job_id, error="The export failed.")
-
-
-@shared_task
-def purge_finished_jobs() -> int:
-    purged = exports.jobs_purge_finished()
-    logger.info("purged %s finished jobs and their files", purged)
-    return purged
-
-
-@shared_task
-def requeue_stalled_jobs() -> int:
-    requeued = exports.jobs_requeue_stalled()
-    if requeued:
-        logger.warning("requeued %s jobs that no worker had taken", requeued)
-    return requeued
-
 
 # --- webhooks (posts/webhooks.py) ------------------------------------------------------------------------
 

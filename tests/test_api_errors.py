@@ -342,3 +342,18 @@ def test_the_schema_has_no_duplicated_key(client, version):
         return dict(pairs)
 
     json.loads(client.get(f"/api/{version}/openapi.json").content, object_pairs_hook=unique)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_every_link_names_an_operation_of_its_schema(client, version):
+    paths = client.get(f"/api/{version}/openapi.json").json()["paths"]
+    operations = [operation for methods in paths.values() for operation in methods.values()]
+    operation_ids = {operation["operationId"] for operation in operations}
+    links = [
+        link
+        for operation in operations
+        for response in operation["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert len(links) > 5
+    assert [link["operationId"] for link in links if link["operationId"] not in operation_ids] == []

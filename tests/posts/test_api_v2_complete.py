@@ -9,8 +9,9 @@ from urllib.parse import urlencode
 import pytest
 from django.core import signing
 
-from posts import exports
-from posts.models import Job, PostStatus, WebhookDelivery, WebhookEndpoint
+from jobs import services as exports
+from jobs.models import Job
+from posts.models import PostStatus, WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -29,8 +29,9 @@ from core import events
 from core.errors import Conflict, PermissionDenied, RateLimited
 from core.renderers import iso_utc
 from core.tracing import span
-from posts.models import Job, Post
-from posts.selectors import job_payload
+from jobs.models import Job
+from jobs.selectors import job_payload
+from posts.models import Post
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def _replayed(job: Job, params: dict) -> Job:
 
 
 def _enqueue(job_id: int) -> None:
-    from posts.tasks import run_export
+    from jobs.tasks import run_export
 
     try:
         run_export.delay(job_id)

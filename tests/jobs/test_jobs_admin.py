@@ -5,15 +5,15 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from posts.models import Job
+from jobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHANGELIST = reverse("admin:posts_job_changelist")
+CHANGELIST = reverse("admin:jobs_job_changelist")
 
 
 def change_link(job: Job) -> str:
-    return reverse("admin:posts_job_change", args=[job.pk])
+    return reverse("admin:jobs_job_change", args=[job.pk])
 
 
 def test_jobs_are_listed_and_filtered_by_status(staff_client, make_user, make_job):
@@ -28,8 +28,8 @@ def test_jobs_are_listed_and_filtered_by_status(staff_client, make_user, make_jo
 
 def test_a_job_cannot_be_added_or_edited_by_hand(staff_client, make_user, make_job):
     job = make_job(make_user())
-    assert staff_client.get(reverse("admin:posts_job_add")).status_code == 403
-    form = staff_client.get(reverse("admin:posts_job_change", args=[job.pk])).content.decode()
+    assert staff_client.get(reverse("admin:jobs_job_add")).status_code == 403
+    form = staff_client.get(reverse("admin:jobs_job_change", args=[job.pk])).content.decode()
     assert 'name="status"' not in form and 'name="progress"' not in form
 
 
@@ -47,3 +47,12 @@ def test_retry_sends_failed_jobs_back_to_the_queue(staff_client, make_user, make
     assert (failed.status, failed.error, failed.finished_at) == (Job.Status.QUEUED, "", None)
     assert Job.objects.get(pk=succeeded.pk).status == Job.Status.SUCCEEDED
     assert broker_tasks() == [("posts.tasks.run_export", [failed.pk])]
+
+
+def test_the_old_admin_addresses_of_jobs_redirect_to_the_new_ones(staff_client, make_user, make_job):
+    job = make_job(make_user())
+    response = staff_client.get(f"/admin/posts/job/{job.pk}/change/?_changelist_filters=status")
+    assert response.status_code == 301
+    assert response["Location"] == f"/admin/jobs/job/{job.pk}/change/?_changelist_filters=status"
+    assert staff_client.get(response["Location"]).status_code == 200
+    assert staff_client.get("/admin/posts/job/")["Location"] == CHANGELIST

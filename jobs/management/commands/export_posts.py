@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import User
-from posts.exports import FORMATS, export_rows, write_export
+from jobs.services import FORMATS, export_rows, write_export
 
 
 class Command(BaseCommand):

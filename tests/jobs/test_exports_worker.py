@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 from django.db import connections
 
-from posts.models import Job, Post, PostStatus
+from jobs.models import Job
+from posts.models import Post, PostStatus
 from tests.conftest import child_process_env
 from tests.helpers import WorkerProcess, http_json, open_websocket
 

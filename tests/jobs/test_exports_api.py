@@ -14,8 +14,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from posts import exports
-from posts.models import Job, Post, PostStatus
+from jobs import services as exports
+from jobs.models import Job
+from posts.models import Post, PostStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
