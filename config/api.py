@@ -154,7 +154,7 @@ class ContractNinjaAPI(NinjaAPI):
     def get_openapi_schema(self, *, path_prefix=None, path_params=None):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         if self.one_spelling:
-            schema["paths"] = {_bare(path): operations for path, operations in schema["paths"].items()}
+            schema["paths"] = {_bare(route): operations for route, operations in schema["paths"].items()}
         error = {"$ref": "#/components/schemas/ErrorOut"}
         schemes = schema.get("components", {}).get("securitySchemes", {})
         optional = schemes.pop(OptionalJWTAuth.__name__, None)

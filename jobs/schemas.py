@@ -25,7 +25,7 @@ class JobListParams(CursorParams):
 class JobOut(Schema):
     id: int
     kind: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: JobStatus
     progress: int = Field(ge=0, le=100)
     created_at: datetime
     finished_at: datetime | None
