@@ -35,6 +35,7 @@ from core import ratelimit
 from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
 from core.net import client_ip
+from core.paths import API_V1, API_V2
 from core.renderers import ORJSONParser, ORJSONRenderer
 from core.schemas import ErrorOut, RateLimitedOut
 from fastpath.responses import fast_bodies
@@ -411,7 +412,7 @@ _SHARED = [
 
 
 # The docs of both versions log in here: tokens are the same in both.
-PASSWORD_GRANT_URL = "/api/v2/auth/password-grant"
+PASSWORD_GRANT_URL = f"{API_V2}/auth/password-grant"
 
 _COMMON = {
     "title": "Backend API",
@@ -445,9 +446,9 @@ api_v1 = _configure(
         version="1.0",
         description="Legacy version, still served until its Sunset date. See v2 for the current one.",
         urls_namespace="api-1",
-        prefix="/api/v1/",
+        prefix=f"{API_V1}/",
         successor=api_v2,
-        successor_prefix="/api/v2/",
+        successor_prefix=f"{API_V2}/",
         password_grant_url=PASSWORD_GRANT_URL,
         sunset=datetime.combine(settings.API_V1_SUNSET, datetime.max.time(), tzinfo=UTC).replace(microsecond=0),
         **_COMMON,

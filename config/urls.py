@@ -6,13 +6,14 @@ from django.views.generic import RedirectView
 from config.api import api_v1, api_v2
 from core.health import health, ready
 from core.metrics import metrics_view
+from core.paths import API_V1, API_V2
 
 urlpatterns = [
     path("health", health, name="health"),
     path("ready", ready, name="ready"),
     path("metrics", metrics_view, name="metrics"),
-    path("api/v1/", api_v1.urls),
-    path("api/v2/", api_v2.urls),
+    path(f"{API_V1.lstrip('/')}/", api_v1.urls),
+    path(f"{API_V2.lstrip('/')}/", api_v2.urls),
     # Jobs moved from the posts app to their own: old bookmarks of the admin's job pages go to the new ones.
     re_path(
         rf"^{settings.ADMIN_URL}posts/job/(?P<rest>.*)$",

@@ -12,13 +12,13 @@ from django.core.exceptions import DisallowedHost
 from core.errors import error_response
 from core.logging import request_id_var, user_id_var
 from core.metrics import observe_request
+from core.paths import API_PREFIX
 from core.tracing import name_request_span
 
 access_logger = logging.getLogger("access")
 
 # Echo a caller's id only when it is a sane token: it ends up in our logs and response headers.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_API_PREFIX = "/api/"
 # Orchestrators and Prometheus address each pod by its IP, a Host no allow-list can name in advance; these answers
 # carry no URL built from the Host, so serving them under any Host poisons nothing.
 _ANY_HOST_PATHS = frozenset({"/health", "/ready", "/metrics"})
@@ -101,7 +101,7 @@ class ContractMiddleware:
         response = await self.get_response(request)
         if (
             response.status_code >= 400
-            and request.path.startswith(_API_PREFIX)
+            and request.path.startswith(API_PREFIX)
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             replacement = error_response(response.status_code, response.reason_phrase)

@@ -29,8 +29,8 @@ from django.core.handlers.asgi import get_script_prefix
 from django.db import close_old_connections, reset_queries
 from django.urls import set_script_prefix
 
+from core.paths import API_PREFIX
 from fastpath.db import serve_on_this_loop
-from fastpath.middleware import API_PREFIX
 
 
 def http_application():

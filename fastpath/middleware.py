@@ -26,7 +26,7 @@ from django.contrib.sessions import middleware as sessions
 from django.middleware import clickjacking, csrf, security
 from django.utils.functional import SimpleLazyObject, empty
 
-API_PREFIX = "/api/"
+from core.paths import API_PREFIX
 
 
 def inline(request) -> bool:

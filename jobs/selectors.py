@@ -2,6 +2,7 @@
 
 from core.errors import NotFound
 from core.pagination import Keyset
+from core.paths import API_V2
 from core.renderers import iso_utc
 from jobs.models import Job
 
@@ -9,7 +10,7 @@ JOBS_NEWEST_FIRST = Keyset(Job, ("-created_at", "-id"), salt="jobs.cursor")
 _JOB_COLUMNS = ("id", "kind", "status", "progress", "created_at", "finished_at", "error")
 
 
-def job_payload(job: Job, *, api_root: str = "/api/v2") -> dict:
+def job_payload(job: Job, *, api_root: str = API_V2) -> dict:
     """A job as its owner sees it, JSON-ready: the API renders it and the notification socket sends it as is.
     `api_root`: the API version whose download URL it names."""
     return {
