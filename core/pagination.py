@@ -136,8 +136,12 @@ class Keyset:
     async def page(self, rows, *, cursor: str | None, limit: int, item=None) -> dict:
         """A cursor page of `rows` (a queryset ordered by this keyset), one query: one row more than asked,
         to know whether there is a next page. `item` turns a row into what the page lists."""
-        if cursor:
-            rows = self.after(rows, self.position(cursor))
+        return await self.page_after(rows, self.position(cursor) if cursor else None, limit=limit, item=item)
+
+    async def page_after(self, rows, position: list | None, *, limit: int, item=None) -> dict:
+        """`page`, for a caller that read the cursor's position itself (to refuse a bad one before other work)."""
+        if position is not None:
+            rows = self.after(rows, position)
         found = [row async for row in rows[: limit + 1]]
         next_cursor = self.cursor_for(found[limit - 1]) if len(found) > limit else None
         items = found[:limit] if item is None else [item(row) for row in found[:limit]]

@@ -15,16 +15,17 @@ from accounts.auth import jwt_auth
 from core.errors import Conflict, NotFound
 from core.pagination import CursorPage
 from core.params import ObjectId
+from core.paths import API_V1, API_V2
 from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
 from jobs import selectors, services
 from jobs.models import Job
 from jobs.schemas import ExportIn, IdempotencyKey, JobListParams, JobOut
 
-# Both versions: the same operations, a job's download URL in the version asked. v2 adds the list of one's jobs.
 # Named, not derived from the module path: the export's OpenAPI links point at them, wherever the code lives.
 GET_JOB = "get_job"
 DOWNLOAD_JOB = "download_job"
 
+# Both versions: the same operations, a job's download URL in the version asked. v2 adds the list of one's jobs.
 exports_router = Router(tags=["jobs"])
 jobs_router = Router(tags=["jobs"])
 jobs_list_router = Router(tags=["jobs"])
@@ -121,8 +122,8 @@ async def download_job(request, job_id: ObjectId):
 
 
 def _api_root(request) -> str:
-    # "/api/v1" or "/api/v2": a job's download URL names the version it was asked through.
-    return "/".join(request.path.split("/", 3)[:3])
+    # A job's download URL names the version it was asked through.
+    return API_V1 if request.path.startswith(f"{API_V1}/") else API_V2
 
 
 def _open_with_size(name: str) -> tuple:

@@ -1,5 +1,5 @@
-"""Posts, exports, jobs and webhooks endpoints. v1: offset pages with a total. v2: cursor pages, PostOutV2, the list
-of one's jobs. Where the two versions answer alike, one router serves both.
+"""Posts and webhooks endpoints. v1: offset pages with a total. v2: cursor pages and PostOutV2. Where the two
+versions answer alike, one router serves both; v2's own operations call v1's where only the shape differs.
 
 Rate limits, and the 429/503 answers they add, are applied to every operation in config/api.py.
 """

@@ -199,11 +199,7 @@ async def post_cursor_page(
         if cache_key is not None and (cached := await posts_cache.list_get(cache_key)) is not None:
             return cached
     posts = _matching(scope, search, rows=_ROWS_NEWEST_FIRST)
-    if position is not None:
-        posts = POSTS_NEWEST_FIRST.after(posts, position)
-    items = [_snapshot(row) async for row in posts[: limit + 1]]
-    next_cursor = POSTS_NEWEST_FIRST.cursor_for(items[limit - 1]) if len(items) > limit else None
-    page = {"items": items[:limit], "next_cursor": next_cursor}
+    page = await POSTS_NEWEST_FIRST.page_after(posts, position, limit=limit, item=_snapshot)
     if cache_key is not None:
         await posts_cache.list_fill(cache_key, page)
     return page

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.accounts.test_admin_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.chat.test_browser import fill_login_form
 from tests.conftest import DEFAULT_PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,9 +66,7 @@ def test_the_admin_works_under_the_policy(live_server_process, make_user):
     base = live_server_process.base_url
     with watched_page() as (page, violations):
         page.goto(f"{base}/admin/login/")
-        page.get_by_label("Username").fill("boss")
-        page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-        page.get_by_role("button", name="Log in").click()
+        fill_login_form(page, "boss")
         expect(page.get_by_role("heading", name="Site administration")).to_be_visible()
         for path, heading in (
             ("/admin/accounts/user/", "Select user to change"),
@@ -90,9 +89,7 @@ def test_the_chat_pages_work_under_the_policy(live_server_process, make_user):
     base = live_server_process.base_url
     with watched_page() as (page, violations):
         page.goto(f"{base}/")
-        page.get_by_label("Username").fill("ada")
-        page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-        page.get_by_role("button", name="Log in").click()
+        fill_login_form(page, "ada")
         expect(page.get_by_role("heading", name="Rooms")).to_be_visible()
         page.get_by_role("link", name="Lobby", exact=True).click()
         # chat.js ran and its socket (connect-src 'self') is open.
