@@ -40,15 +40,8 @@ from core.renderers import ORJSONParser, ORJSONRenderer
 from core.schemas import ErrorOut, RateLimitedOut
 from fastpath.responses import fast_bodies
 from jobs.api import exports_router, jobs_list_router, jobs_router
-from posts.api import (
-    authors_router,
-    authors_v2_router,
-    posts_router,
-    posts_v2_router,
-    webhooks_router,
-    webhooks_v1_router,
-    webhooks_v2_router,
-)
+from posts.api import authors_router, authors_v2_router, posts_router, posts_v2_router
+from webhooks.api import webhooks_router, webhooks_v1_router, webhooks_v2_router
 
 logger = logging.getLogger("api")
 

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "accounts",
     "posts",
     "jobs",
+    "webhooks",
     "chat",
 ]
 
@@ -242,7 +243,7 @@ JOB_MAX_ACTIVE_PER_USER = env_int("JOB_MAX_ACTIVE_PER_USER", 3, minimum=1)
 # Rows fetched per round trip while exporting (a server-side cursor: memory stays flat however many rows).
 EXPORT_CHUNK_ROWS = env_int("EXPORT_CHUNK_ROWS", 2000, minimum=1)
 
-# --- Webhooks (posts/webhooks.py; README, Webhooks) -----------------------------------------------------
+# --- Webhooks (webhooks/services/; README, Webhooks) ----------------------------------------------------
 # Loopback receivers are refused like private ones (SSRF); tests running a receiver on 127.0.0.1 turn this on.
 WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", False)
 # A receiver must accept the connection within the first and answer within the second; the whole exchange is cut

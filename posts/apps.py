@@ -6,4 +6,4 @@ class PostsConfig(AppConfig):
     verbose_name = "Posts"
 
     def ready(self):
-        from posts import signals  # noqa: F401  (connects the receivers)
+        from posts import receivers  # noqa: F401  (connects the receivers)

@@ -12,9 +12,10 @@ from django.db.models import Q
 
 from accounts.selectors import user_public_get
 from core.errors import NotFound
-from core.pagination import Keyset, PageParams, paginate, pagination_meta
+from core.pagination import Keyset, PageParams, pagination_meta
+from core.renderers import iso_utc
 from posts import cache as posts_cache
-from posts.models import Post, PostStatus, WebhookDelivery, WebhookEndpoint
+from posts.models import Post, PostStatus
 
 EXCERPT_LENGTH = 200
 
@@ -88,6 +89,23 @@ async def post_get_visible(*, viewer, post_id: int) -> dict:
     if not can_view(viewer, status=snapshot["status"], author_id=snapshot["author"]["id"]):
         raise NotFound("No such post.")
     return snapshot
+
+
+def published_post_get(*, post_id: int) -> dict | None:
+    """A published post as v1's PostOut shows it, ready for JSON, or None when it was deleted or is a draft: what
+    other apps may tell the world about it (the webhooks' events). Synchronous, for Celery tasks."""
+    post = Post.objects.select_related("author").filter(pk=post_id, status=PostStatus.PUBLISHED).first()
+    if post is None:
+        return None
+    return {
+        "id": post.pk,
+        "title": post.title,
+        "body": post.body,
+        "status": str(post.status),
+        "author": {"id": post.author_id, "username": post.author.username},
+        "created_at": iso_utc(post.created_at),
+        "updated_at": iso_utc(post.updated_at),
+    }
 
 
 # --- lists -----------------------------------------------------------------------------------------------
@@ -208,65 +226,3 @@ async def post_cursor_page(
 async def author_post_cursor_page(*, viewer, author_id: int, cursor: str | None, limit: int) -> dict:
     author = await user_public_get(user_id=author_id)
     return {"author": author, **await post_cursor_page(viewer=viewer, author_id=author_id, cursor=cursor, limit=limit)}
-
-
-# --- webhooks --------------------------------------------------------------------------------------------
-
-_ENDPOINT_COLUMNS = ("id", "url", "events", "is_active", "created_at", "updated_at")
-_DELIVERY_COLUMNS = (
-    "id",
-    "event",
-    "event_id",
-    "status",
-    "attempts",
-    "last_response_status",
-    "last_error",
-    "created_at",
-    "next_attempt_at",
-    "delivered_at",
-)
-
-
-def webhook_endpoint_snapshot(endpoint: WebhookEndpoint) -> dict:
-    """An endpoint as its owner sees it, without its secret."""
-    return {name: getattr(endpoint, name) for name in _ENDPOINT_COLUMNS}
-
-
-async def webhook_endpoint_page(*, owner, params: PageParams) -> dict:
-    endpoints = WebhookEndpoint.objects.filter(owner_id=owner.pk).order_by("-created_at", "-id")
-    return await paginate(endpoints.values(*_ENDPOINT_COLUMNS), params)
-
-
-WEBHOOKS_NEWEST_FIRST = Keyset(WebhookEndpoint, ("-created_at", "-id"), salt="webhooks.cursor")
-DELIVERIES_NEWEST_FIRST = Keyset(WebhookDelivery, ("-created_at", "-id"), salt="webhooks.deliveries.cursor")
-
-
-async def webhook_endpoint_cursor_page(*, owner, cursor: str | None, limit: int) -> dict:
-    endpoints = WebhookEndpoint.objects.filter(owner_id=owner.pk).order_by(*WEBHOOKS_NEWEST_FIRST.order)
-    return await WEBHOOKS_NEWEST_FIRST.page(endpoints.values(*_ENDPOINT_COLUMNS), cursor=cursor, limit=limit)
-
-
-async def webhook_endpoint_get(*, owner, endpoint_id: int) -> dict:
-    """The owner's endpoint; someone else's does not exist for them."""
-    endpoint = (
-        await WebhookEndpoint.objects.filter(pk=endpoint_id, owner_id=owner.pk).values(*_ENDPOINT_COLUMNS).afirst()
-    )
-    if endpoint is None:
-        raise NotFound("No such webhook.")
-    return endpoint
-
-
-async def webhook_delivery_page(*, owner, endpoint_id: int, params: PageParams) -> dict:
-    """An endpoint's deliveries, newest first."""
-    if not await WebhookEndpoint.objects.filter(pk=endpoint_id, owner_id=owner.pk).aexists():
-        raise NotFound("No such webhook.")
-    deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id).order_by("-created_at", "-id")
-    return await paginate(deliveries.values(*_DELIVERY_COLUMNS), params)
-
-
-async def webhook_delivery_cursor_page(*, owner, endpoint_id: int, cursor: str | None, limit: int) -> dict:
-    """An endpoint's deliveries, newest first."""
-    if not await WebhookEndpoint.objects.filter(pk=endpoint_id, owner_id=owner.pk).aexists():
-        raise NotFound("No such webhook.")
-    deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint_id).order_by(*DELIVERIES_NEWEST_FIRST.order)
-    return await DELIVERIES_NEWEST_FIRST.page(deliveries.values(*_DELIVERY_COLUMNS), cursor=cursor, limit=limit)

@@ -9,14 +9,19 @@ from django.utils import timezone
 from accounts.models import User
 from core.errors import NotFound, PermissionDenied
 from posts import cache as posts_cache
-from posts import webhooks
 from posts.models import Post, PostStatus
 from posts.selectors import can_change, can_view, snapshot_of
+from posts.signals import posts_published
 
 
 def _written(snapshots: list[dict]) -> None:
     posts_cache.details_store(snapshots)
     posts_cache.lists_changed()
+
+
+def _published(post_ids: list[int]) -> None:
+    # Robust: the posts are published whatever a receiver does with the news (its error is logged by Django).
+    posts_published.send_robust(sender=Post, post_ids=post_ids)
 
 
 def _deleted(post_ids: list[int]) -> None:
@@ -41,7 +46,7 @@ def post_create(*, author: User, title: str, body: str, status: str) -> dict:
     snapshot = snapshot_of(post)
     transaction.on_commit(partial(_written, [snapshot]))
     if status == PostStatus.PUBLISHED:
-        transaction.on_commit(partial(webhooks.posts_published, [post.pk]))
+        transaction.on_commit(partial(_published, [post.pk]))
     return snapshot
 
 
@@ -59,7 +64,7 @@ def post_update(
         post.save(update_fields=[*changed, "updated_at"])
         transaction.on_commit(partial(_written, [snapshot_of(post)]))
         if changed.get("status") == PostStatus.PUBLISHED:
-            transaction.on_commit(partial(webhooks.posts_published, [post.pk]))
+            transaction.on_commit(partial(_published, [post.pk]))
     return snapshot_of(post)
 
 
@@ -85,7 +90,7 @@ def posts_set_status(*, post_ids: list[int], status: str) -> int:
     snapshots = [snapshot_of(post) for post in Post.objects.select_related("author").filter(pk__in=changing)]
     transaction.on_commit(partial(_written, snapshots))
     if status == PostStatus.PUBLISHED:
-        transaction.on_commit(partial(webhooks.posts_published, changing))
+        transaction.on_commit(partial(_published, changing))
     return len(changing)
 
 
@@ -95,7 +100,7 @@ def post_saved(*, post: Post, published: bool = False) -> None:
     post = Post.objects.select_related("author").get(pk=post.pk)
     transaction.on_commit(partial(_written, [snapshot_of(post)]))
     if published and post.status == PostStatus.PUBLISHED:
-        transaction.on_commit(partial(webhooks.posts_published, [post.pk]))
+        transaction.on_commit(partial(_published, [post.pk]))
 
 
 def posts_deleted(*, post_ids: list[int]) -> None:

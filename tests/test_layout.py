@@ -1,6 +1,6 @@
 """Where a line goes, kept true by the tree itself: domains reach sockets through core/events.py, never by
-importing chat; the chat consumers only speak the protocol (reads in chat.selectors, frames in chat.schemas, the
-room flow in chat.services)."""
+importing chat; posts know nothing of the apps built on them; the chat consumers only speak the protocol (reads in
+chat.selectors, frames in chat.schemas, the room flow in chat.services)."""
 
 import ast
 from pathlib import Path
@@ -17,11 +17,20 @@ def imported_modules(path: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("domain", ["accounts", "posts"])
+@pytest.mark.parametrize("domain", ["accounts", "posts", "jobs", "webhooks"])
 def test_no_domain_imports_chat_to_reach_sockets(domain):
     for module in (PROJECT_ROOT / domain).rglob("*.py"):
         chat = [name for name in imported_modules(module) if name == "chat" or name.startswith("chat.")]
         assert chat == [], module
+
+
+def test_posts_hold_only_posts():
+    """Jobs and webhooks build on posts; posts tell them what happened by signal (posts.signals), never by import."""
+    for module in (PROJECT_ROOT / "posts").rglob("*.py"):
+        if module.parent.name == "migrations":
+            continue
+        others = [name for name in imported_modules(module) if name.split(".")[0] in {"jobs", "webhooks"}]
+        assert others == [], module
 
 
 def test_the_chat_consumers_hold_no_orm_call_and_no_frame_parsing():

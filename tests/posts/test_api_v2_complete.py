@@ -11,7 +11,8 @@ from django.core import signing
 
 from jobs import services as exports
 from jobs.models import Job
-from posts.models import PostStatus, WebhookDelivery, WebhookEndpoint
+from posts.models import PostStatus
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

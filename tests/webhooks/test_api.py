@@ -3,7 +3,7 @@ records, who may see what, and the SSRF guard on the URLs they name."""
 
 import pytest
 
-from posts.models import WebhookDelivery, WebhookEndpoint
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

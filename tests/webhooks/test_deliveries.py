@@ -20,9 +20,13 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from posts import webhooks
-from posts.models import Post, PostStatus, WebhookDelivery, WebhookEndpoint
-from posts.tasks import deliver_webhook, dispatch_webhook_event
+from posts.models import Post, PostStatus
+from webhooks.models import WebhookDelivery, WebhookEndpoint
+from webhooks.services.breaker import MemoryBreaker, get_breaker
+from webhooks.services.delivery import delivery_attempt, retry_delay
+from webhooks.services.dispatch import event_dispatch, webhook_deliveries_requeue_stalled
+from webhooks.services.signing import new_secret
+from webhooks.tasks import deliver_webhook, dispatch_webhook_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -269,7 +273,7 @@ def test_a_failing_receiver_is_retried_then_cut_off_until_a_trial_succeeds(
     gaps = [later["at"] - earlier["at"] for earlier, later in zip(tries, tries[1:], strict=False)]
     assert all(gap >= 0.5 for gap in gaps), gaps
     opened_at = tries[-1]["at"]
-    assert webhooks.get_breaker().state(f"127.0.0.1:{receiver.port}") == "open"
+    assert get_breaker().state(f"127.0.0.1:{receiver.port}") == "open"
 
     # While it is open, a new event is not sent to that host: deferred, no attempt counted.
     receiver.answer("/down", status=204)
@@ -297,7 +301,7 @@ def test_a_failing_receiver_is_retried_then_cut_off_until_a_trial_succeeds(
     assert trial["at"] - opened_at >= COOLDOWN - 0.5
     assert json.loads(trial["body"])["data"]["post"]["title"] == "Second"
     assert WebhookDelivery.objects.get(pk=deferred.pk).attempts == 1
-    assert webhooks.get_breaker().state(f"127.0.0.1:{receiver.port}") == "closed"
+    assert get_breaker().state(f"127.0.0.1:{receiver.port}") == "closed"
 
 
 def test_a_redelivered_task_sends_nothing_twice(client, make_user, bearer, receiver, celery_worker_process):
@@ -334,7 +338,7 @@ def endpoint(make_user, receiver):
             owner=make_user(),
             url=receiver.url(path),
             events=["post.published"],
-            secret=webhooks.new_secret(),
+            secret=new_secret(),
             **fields,
         )
 
@@ -347,7 +351,7 @@ def event(make_post):
 
     def make(post=None) -> list[int]:
         post = post or make_post()
-        return webhooks.event_dispatch(
+        return event_dispatch(
             event_id=f"evt_{uuid.uuid4().hex}",
             event="post.published",
             post_id=post.pk,
@@ -358,7 +362,7 @@ def event(make_post):
 
 
 def attempt(delivery_id: int) -> tuple[float | None, WebhookDelivery]:
-    look_again_in = webhooks.delivery_attempt(delivery_id=delivery_id)
+    look_again_in = delivery_attempt(delivery_id=delivery_id)
     return look_again_in, WebhookDelivery.objects.get(pk=delivery_id)
 
 
@@ -380,7 +384,7 @@ def test_an_event_goes_to_active_subscribed_endpoints_only_and_once(endpoint, ev
     first = event(post)
     assert [WebhookDelivery.objects.get(pk=pk).endpoint_id for pk in first] == [subscribed.pk]
     # The same event id again (a redelivered dispatch): no second row.
-    again = webhooks.event_dispatch(**{**_event_args(first[0]), "post_id": post.pk})
+    again = event_dispatch(**{**_event_args(first[0]), "post_id": post.pk})
     assert again == first
     assert WebhookDelivery.objects.count() == 1
     assert not WebhookDelivery.objects.filter(endpoint=inactive).exists()
@@ -445,12 +449,12 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(settings):
     settings.WEBHOOK_RETRY_BASE_SECONDS = 10
     settings.WEBHOOK_RETRY_MAX_SECONDS = 300
     for attempts, (low, high) in {1: (5, 10), 2: (10, 20), 3: (20, 40), 6: (150, 300), 20: (150, 300)}.items():
-        delays = [webhooks.retry_delay(attempts) for _ in range(50)]
+        delays = [retry_delay(attempts) for _ in range(50)]
         assert all(low <= delay <= high for delay in delays), (attempts, delays)
         assert len(set(delays)) > 1
     # A receiver's Retry-After is honoured, up to the cap.
-    assert webhooks.retry_delay(1, retry_after=120) == 120
-    assert webhooks.retry_delay(1, retry_after=10_000) == 300
+    assert retry_delay(1, retry_after=120) == 120
+    assert retry_delay(1, retry_after=10_000) == 300
 
 
 def test_retry_after_is_honoured(endpoint, event, receiver, settings):
@@ -533,7 +537,7 @@ def test_concurrent_copies_of_one_task_send_once(endpoint, event, receiver):
 
     def attempt_in_a_thread(_):
         try:
-            return webhooks.delivery_attempt(delivery_id=delivery_id)
+            return delivery_attempt(delivery_id=delivery_id)
         finally:
             connection.close()
 
@@ -551,7 +555,7 @@ def test_concurrent_copies_of_one_task_send_once(endpoint, event, receiver):
 def test_a_delivery_kept_waiting_by_the_breaker_too_long_is_given_up(endpoint, event, receiver, settings):
     endpoint()
     [delivery_id] = event()
-    breaker = webhooks.get_breaker()
+    breaker = get_breaker()
     for _ in range(3):
         breaker.failure(f"127.0.0.1:{receiver.port}")
     look_again_in, delivery = attempt(delivery_id)
@@ -571,7 +575,7 @@ def test_a_delivery_kept_waiting_by_the_breaker_too_long_is_given_up(endpoint, e
 
 @pytest.fixture(params=["redis", "memory"])
 def breaker(request):
-    return webhooks.get_breaker() if request.param == "redis" else webhooks.MemoryBreaker()
+    return get_breaker() if request.param == "redis" else MemoryBreaker()
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_half_opens_for_one_trial(breaker):
@@ -632,7 +636,7 @@ def test_the_admin_retries_failed_deliveries(client, make_user, endpoint, event)
     WebhookDelivery.objects.filter(pk=failed).update(status="failed", attempts=3, last_error="Gave up")
     WebhookDelivery.objects.filter(pk=succeeded).update(status="succeeded", attempts=1)
     client.force_login(make_user(is_staff=True, is_superuser=True))
-    changelist = reverse("admin:posts_webhookdelivery_changelist")
+    changelist = reverse("admin:webhooks_webhookdelivery_changelist")
 
     listed = client.get(changelist, {"status__exact": "failed"}).content.decode()
     failed_event, succeeded_event = (WebhookDelivery.objects.get(pk=pk).event_id for pk in (failed, succeeded))
@@ -643,7 +647,7 @@ def test_the_admin_retries_failed_deliveries(client, make_user, endpoint, event)
     assert (retried.status, retried.attempts) == ("pending", 0)
     assert WebhookDelivery.objects.get(pk=succeeded).status == "succeeded"
     # The endpoint's page never shows the secret.
-    endpoint_page = client.get(reverse("admin:posts_webhookendpoint_change", args=[retried.endpoint_id]))
+    endpoint_page = client.get(reverse("admin:webhooks_webhookendpoint_change", args=[retried.endpoint_id]))
     assert retried.endpoint.secret not in endpoint_page.content.decode()
 
 
@@ -651,4 +655,4 @@ def test_the_sweep_requeues_deliveries_whose_message_was_lost(endpoint, event):
     endpoint()
     [stalled, _fresh] = [*event(), *event()]
     WebhookDelivery.objects.filter(pk=stalled).update(next_attempt_at=datetime(2020, 1, 1, tzinfo=UTC))
-    assert webhooks.webhook_deliveries_requeue_stalled() == 1
+    assert webhook_deliveries_requeue_stalled() == 1
