@@ -21,6 +21,7 @@ from accounts.schemas import (
 from core.net import client_ip
 from core.pagination import CursorPage, CursorParams, Page, PageParams
 from core.params import ObjectId
+from core.paths import api_url, version_of
 from core.schemas import INVALID, UNAUTHENTICATED, ErrorOut, RateLimitedOut
 
 auth_router = Router(tags=["auth"])
@@ -37,7 +38,7 @@ async def register(request, payload: RegisterIn, response: HttpResponse):
     user = await sync_to_async(services.user_register)(
         username=payload.username, email=payload.email, password=payload.password
     )
-    response["Location"] = f"{request.path.rsplit('/auth/', 1)[0]}/users/{user.pk}"
+    response["Location"] = api_url("user", version=version_of(request), user_id=user.pk)
     return Status(201, user)
 
 
@@ -131,7 +132,9 @@ async def list_users_v2(request, params: Query[CursorParams]):
     return await selectors.user_public_cursor_page(cursor=params.cursor, limit=params.limit)
 
 
-@users_router.get("/{user_id}", response={200: UserPublic, 404: ErrorOut, **INVALID}, summary="One active user")
+@users_router.get(
+    "/{user_id}", url_name="user", response={200: UserPublic, 404: ErrorOut, **INVALID}, summary="One active user"
+)
 async def get_user(request, user_id: ObjectId):
     return await selectors.user_public_get(user_id=user_id)
 

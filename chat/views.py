@@ -4,10 +4,10 @@ to the REST API and the room's WebSocket with the same Django session (CSRF toke
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
-from django.urls import reverse
 
 from chat import selectors
 from core.errors import NotFound
+from core.paths import api_url
 
 
 @login_required
@@ -21,7 +21,7 @@ async def rooms(request):
             "user": await request.auser(),
             "rooms": await selectors.room_list(),
             # The page uses the current API version; v1 is deprecated with a sunset date.
-            "create_room_url": reverse("api-2:create_room"),
+            "create_room_url": api_url("create_room"),
         },
     )
 
@@ -38,7 +38,7 @@ async def room(request, slug: str):
         {
             "user": await request.auser(),
             "room": room,
-            "history_url": reverse("api-2:room_messages", kwargs={"slug": room.slug}),
+            "history_url": api_url("room_messages", slug=room.slug),
             # Channels' routes (chat/routing.py) are not in Django's URL resolver, so this one cannot be reversed.
             "socket_path": f"/ws/chat/{room.slug}/",
         },

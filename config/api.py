@@ -35,7 +35,7 @@ from core import ratelimit
 from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
 from core.net import client_ip
-from core.paths import API_V1, API_V2
+from core.paths import API_V1, API_V1_NAMESPACE, API_V2, API_V2_NAMESPACE
 from core.renderers import ORJSONParser, ORJSONRenderer
 from core.schemas import ErrorOut, RateLimitedOut
 from fastpath.responses import fast_bodies
@@ -419,7 +419,7 @@ api_v2 = _configure(
     ContractNinjaAPI(
         version="2.0",
         description="Current version.",
-        urls_namespace="api-2",
+        urls_namespace=API_V2_NAMESPACE,
         one_spelling=True,
         password_grant_url=PASSWORD_GRANT_URL,
         **_COMMON,
@@ -438,7 +438,7 @@ api_v1 = _configure(
     DeprecatedNinjaAPI(
         version="1.0",
         description="Legacy version, still served until its Sunset date. See v2 for the current one.",
-        urls_namespace="api-1",
+        urls_namespace=API_V1_NAMESPACE,
         prefix=f"{API_V1}/",
         successor=api_v2,
         successor_prefix=f"{API_V2}/",

@@ -15,7 +15,7 @@ from accounts.auth import jwt_auth
 from core.errors import Conflict, NotFound
 from core.pagination import CursorPage
 from core.params import ObjectId
-from core.paths import API_V1, API_V2
+from core.paths import api_url, version_of
 from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
 from jobs import selectors, services
 from jobs.models import Job
@@ -62,8 +62,8 @@ async def create_export(
     )
     # As it stands now: with eager Celery (the embedded default) the export ran on commit, after `job` was read.
     await job.arefresh_from_db()
-    response["Location"] = f"{request.path.rsplit('/exports', 1)[0]}/jobs/{job.pk}"
-    return Status(202, selectors.job_payload(job, api_root=_api_root(request)))
+    response["Location"] = api_url("job", version=version_of(request), job_id=job.pk)
+    return Status(202, selectors.job_payload(job, version=version_of(request)))
 
 
 @jobs_list_router.get(
@@ -81,18 +81,20 @@ async def list_jobs(request, params: Query[JobListParams]):
 @jobs_router.get(
     "/{job_id}",
     operation_id=GET_JOB,
+    url_name="job",
     auth=jwt_auth,
     response={200: JobOut, **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
     summary="One of your jobs: status and progress",
 )
 async def get_job(request, job_id: ObjectId):
     job = await selectors.job_get_for_owner(owner=request.auth, job_id=job_id)
-    return selectors.job_payload(job, api_root=_api_root(request))
+    return selectors.job_payload(job, version=version_of(request))
 
 
 @jobs_router.get(
     "/{job_id}/download",
     operation_id=DOWNLOAD_JOB,
+    url_name="job_download",
     auth=jwt_auth,
     response={200: None, **UNAUTHENTICATED, **NOT_FOUND, 409: ErrorOut, **INVALID},
     summary="The file of a succeeded job (409 until it has succeeded)",
@@ -119,11 +121,6 @@ async def download_job(request, job_id: ObjectId):
     download["Content-Disposition"] = f'attachment; filename="posts-export-{job.pk}.{fmt}"'
     download["Cache-Control"] = "private, no-store"
     return download
-
-
-def _api_root(request) -> str:
-    # A job's download URL names the version it was asked through.
-    return API_V1 if request.path.startswith(f"{API_V1}/") else API_V2
 
 
 def _open_with_size(name: str) -> tuple:

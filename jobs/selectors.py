@@ -2,7 +2,7 @@
 
 from core.errors import NotFound
 from core.pagination import Keyset
-from core.paths import API_V2
+from core.paths import API_V2_NAMESPACE, api_url
 from core.renderers import iso_utc
 from jobs.models import Job
 
@@ -10,9 +10,9 @@ JOBS_NEWEST_FIRST = Keyset(Job, ("-created_at", "-id"), salt="jobs.cursor")
 _JOB_COLUMNS = ("id", "kind", "status", "progress", "created_at", "finished_at", "error")
 
 
-def job_payload(job: Job, *, api_root: str = API_V2) -> dict:
+def job_payload(job: Job, *, version: str = API_V2_NAMESPACE) -> dict:
     """A job as its owner sees it, JSON-ready: the API renders it and the notification socket sends it as is.
-    `api_root`: the API version whose download URL it names."""
+    `version`: the API version whose download URL it names (the request's; v2's on the socket)."""
     return {
         "id": job.pk,
         "kind": job.kind,
@@ -21,7 +21,9 @@ def job_payload(job: Job, *, api_root: str = API_V2) -> dict:
         "created_at": iso_utc(job.created_at),
         "finished_at": iso_utc(job.finished_at) if job.finished_at else None,
         "error": job.error or None,
-        "download_url": f"{api_root}/jobs/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None,
+        "download_url": api_url("job_download", version=version, job_id=job.pk)
+        if job.status == Job.Status.SUCCEEDED
+        else None,
     }
 
 

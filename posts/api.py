@@ -14,6 +14,7 @@ from ninja import Query, Router, Status
 from accounts.auth import jwt_auth, optional_jwt_auth
 from core.pagination import CursorParams, Page, PageParams
 from core.params import ObjectId
+from core.paths import api_url, version_of
 from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
 from posts import selectors, services
 from posts.models import PostStatus
@@ -77,12 +78,13 @@ async def create_post(request, payload: PostIn, response: HttpResponse):
     post = await sync_to_async(services.post_create)(
         author=request.auth, title=payload.title, body=payload.body, status=payload.status
     )
-    response["Location"] = f"{request.path.rstrip('/')}/{post['id']}"
+    response["Location"] = api_url("post", version=version_of(request), post_id=post["id"])
     return Status(201, post)
 
 
 @posts_router.get(
     "/{post_id}",
+    url_name="post",
     auth=optional_jwt_auth,
     response={200: PostOut, 304: None, **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
     summary="One post; supports If-None-Match",
@@ -149,6 +151,7 @@ async def list_posts_v2(request, params: Query[PostCursorParams]):
 
 @posts_v2_router.get(
     "/{post_id}",
+    url_name="post",
     auth=optional_jwt_auth,
     response={200: PostOutV2, 304: None, **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
     summary="One post; supports If-None-Match",

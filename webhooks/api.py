@@ -8,6 +8,7 @@ from ninja import Query, Router, Status
 from accounts.auth import jwt_auth
 from core.pagination import CursorPage, CursorParams, Page, PageParams
 from core.params import ObjectId
+from core.paths import api_url, version_of
 from core.schemas import INVALID, NOT_FOUND, UNAUTHENTICATED, ErrorOut
 from webhooks import selectors
 from webhooks.schemas import WebhookCreatedOut, WebhookDeliveryOut, WebhookIn, WebhookOut, WebhookPatchIn
@@ -35,7 +36,7 @@ async def create_webhook(request, payload: WebhookIn, response: HttpResponse):
     endpoint = await sync_to_async(endpoints.webhook_endpoint_create)(
         owner=request.auth, url=payload.url, events=[event.value for event in payload.events]
     )
-    response["Location"] = f"{request.path.rstrip('/')}/{endpoint['id']}"
+    response["Location"] = api_url("webhook", version=version_of(request), webhook_id=endpoint["id"])
     return Status(201, endpoint)
 
 
@@ -62,7 +63,10 @@ async def list_webhooks_v2(request, params: Query[CursorParams]):
 
 
 @webhooks_router.get(
-    "/{webhook_id}", response={200: WebhookOut, **UNAUTHENTICATED, **NOT_FOUND, **INVALID}, summary="One webhook"
+    "/{webhook_id}",
+    url_name="webhook",
+    response={200: WebhookOut, **UNAUTHENTICATED, **NOT_FOUND, **INVALID},
+    summary="One webhook",
 )
 async def get_webhook(request, webhook_id: ObjectId):
     return await selectors.webhook_endpoint_get(owner=request.auth, endpoint_id=webhook_id)
