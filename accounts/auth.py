@@ -11,9 +11,9 @@ from accounts import tokens
 from accounts.denylist import is_access_token_denied
 from accounts.models import User
 from core.errors import PermissionDenied, ServiceUnavailable
+from core.keyvalue import KeyValueUnavailable
 from core.logging import user_id_var
 from core.metrics import AUTH_FAILURES
-from core.store import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class JWTAuth(HttpBearer):
                 logger.info("access token refused: revoked")
                 AUTH_FAILURES.labels("revoked_token").inc()
                 return None
-        except StoreUnavailable as exc:
+        except KeyValueUnavailable as exc:
             # Revocation cannot be checked; accepting the token could accept a logged-out one.
             logger.error("token denylist unavailable: %s", exc)
             raise ServiceUnavailable(

@@ -20,8 +20,9 @@ from accounts.denylist import deny_access_token
 from accounts.models import RefreshTokenFamily, User
 from accounts.selectors import PUBLIC_USER_FIELDS
 from core.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited, ServiceError, ServiceUnavailable
+from core.keyvalue import KeyValueUnavailable
 from core.metrics import AUTH_FAILURES
-from core.store import StoreUnavailable, get_store
+from core.store import get_store
 from core.tracing import span
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ async def login_attempt_reserve(key: str) -> None:
     Fails closed: with the store unreachable no password is checked at all."""
     try:
         attempts, seconds_left = await get_store().hit(key, settings.LOGIN_FAILURE_WINDOW_SECONDS)
-    except StoreUnavailable as exc:
+    except KeyValueUnavailable as exc:
         logger.error("login guard unavailable, refusing logins: %s", exc)
         raise ServiceUnavailable(
             "Authentication is temporarily unavailable; try again shortly.", code="auth_unavailable"
@@ -125,7 +126,7 @@ async def login_attempt_reserve(key: str) -> None:
 async def login_attempts_forget(key: str) -> None:
     try:
         await get_store().delete(key)
-    except StoreUnavailable as exc:
+    except KeyValueUnavailable as exc:
         # The password was right; a stale counter only shortens the next window of attempts.
         logger.warning("could not reset the attempt counter: %s", exc)
 
@@ -241,7 +242,7 @@ async def token_logout(*, user: User, access_claims: dict, refresh_token: str) -
         raise NotAuthenticated(INVALID_REFRESH_TOKEN, code="invalid_token")
     try:
         await deny_access_token(jti=access_claims["jti"], expires_at=access_claims["exp"])
-    except StoreUnavailable as exc:
+    except KeyValueUnavailable as exc:
         logger.error("cannot revoke access token: %s", exc)
         raise ServiceUnavailable("Logout is temporarily unavailable; try again shortly.", code="auth_unavailable")
     await RefreshTokenFamily.objects.filter(pk=claims["fam"], user=user, revoked_at__isnull=True).aupdate(

@@ -3,20 +3,41 @@
 Each open connection is a member `"<user id>:<username>:<channel name>"` of a per-room sorted set scored by its
 expiry time. Connections refresh their expiry with a heartbeat; a process that crashes stops heartbeating and its
 connections expire. Every step that decides whether a *user* joined or left (their first connection arrived,
-their last one went, or expired) is one atomic Lua script, so exactly one process announces each join and leave.
-The embedded default (one process, no Redis) keeps the same structure in memory.
+their last one went, or expired) is one atomic script on the key-value backend (`core.keyvalue`), so exactly one
+process announces each join and leave. Each script's Python twin keeps the same structure in process memory, a
+dictionary of members and expiries, for the embedded default (one process, no Redis).
 """
 
-import threading
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 
-from core.redis import LoopRedis
+from core.keyvalue import KeyValue, MemoryKeys, Script, get_keyvalue
 
-# ARGV: now, expiry, member, user prefix. Returns 1 when no other live connection of the user was there.
-_JOIN = """
+
+def _identity(member: str) -> str:
+    """The user of a member: `<user id>:<username>` of `<user id>:<username>:<channel name>`."""
+    return member.rsplit(":", 1)[0]
+
+
+def _live(room: dict[str, float], now: float) -> list[str]:
+    return [member for member, expiry in room.items() if expiry > now]
+
+
+def _join_in_memory(keys: MemoryKeys, names: list[str], args: list) -> int:
+    (key,), (now, expiry, member, user_prefix, key_ttl) = names, args
+    room = keys.setdefault(key, {})
+    first = not any(live.startswith(user_prefix) for live in _live(room, now))
+    room[member] = expiry
+    keys.expire(key, key_ttl)
+    return int(first)
+
+
+# ARGV: now, expiry, member, user prefix, key TTL. Returns 1 when no other live connection of the user was there.
+JOIN = Script(
+    name="presence.join",
+    lua="""
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 local first = 1
 for _, member in ipairs(live) do
@@ -25,20 +46,69 @@ end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return first
-"""
+""",
+    memory=_join_in_memory,
+)
+
+
+def _heartbeat_in_memory(keys: MemoryKeys, names: list[str], args: list) -> None:
+    (key,), (expiry, member, key_ttl) = names, args
+    room = keys.get(key)
+    if room is not None and member in room:
+        room[member] = expiry
+    keys.expire(key, key_ttl)
+
+
+# ARGV: expiry, member, key TTL. XX: a connection that was swept as dead must not come back silently (its "leave"
+# was announced).
+HEARTBEAT = Script(
+    name="presence.heartbeat",
+    lua="""
+redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+""",
+    memory=_heartbeat_in_memory,
+)
+
+
+def _leave_in_memory(keys: MemoryKeys, names: list[str], args: list) -> int:
+    (key,), (now, member, user_prefix) = names, args
+    room = keys.get(key)
+    if room is None or room.pop(member, None) is None:
+        return 0
+    return int(not any(live.startswith(user_prefix) for live in _live(room, now)))
+
 
 # ARGV: now, member, user prefix. Returns 1 when this was the user's last live connection.
-_LEAVE = """
+LEAVE = Script(
+    name="presence.leave",
+    lua="""
 if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 0 end
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 for _, member in ipairs(live) do
   if string.sub(member, 1, #ARGV[3]) == ARGV[3] then return 0 end
 end
 return 1
-"""
+""",
+    memory=_leave_in_memory,
+)
+
+
+def _sweep_in_memory(keys: MemoryKeys, names: list[str], args: list) -> list[str]:
+    (key,), (now,) = names, args
+    room = keys.get(key) or {}
+    # In Redis's order: by expiry, then by name.
+    expired = sorted((member for member, expiry in room.items() if expiry <= now), key=lambda m: (room[m], m))
+    for member in expired:
+        del room[member]
+    live_users = {_identity(member) for member in room}
+    return [user for user in dict.fromkeys(map(_identity, expired)) if user not in live_users]
+
 
 # ARGV: now. Removes expired connections; returns "<id>:<username>" of users left with no live connection.
-_SWEEP = """
+SWEEP = Script(
+    name="presence.sweep",
+    lua="""
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if #expired == 0 then return {} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -55,7 +125,22 @@ for _, member in ipairs(expired) do
   end
 end
 return gone
-"""
+""",
+    memory=_sweep_in_memory,
+)
+
+
+def _online_in_memory(keys: MemoryKeys, names: list[str], args: list) -> list[str]:
+    (key,), (now,) = names, args
+    return _live(keys.get(key) or {}, now)
+
+
+# ARGV: now. The live connections.
+ONLINE = Script(
+    name="presence.online",
+    lua="return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')",
+    memory=_online_in_memory,
+)
 
 
 @dataclass(frozen=True)
@@ -81,15 +166,10 @@ def _user(identity: str) -> dict:
     return {"id": int(user_id), "username": username}
 
 
-def _distinct_users(members) -> list[dict]:
-    identities = {member.rsplit(":", 1)[0] for member in members}
-    return sorted((_user(identity) for identity in identities), key=lambda user: user["id"])
-
-
-class RedisPresenceRegistry:
-    def __init__(self, url: str, prefix: str) -> None:
+class PresenceRegistry:
+    def __init__(self, keyvalue: KeyValue, prefix: str) -> None:
+        self.keyvalue = keyvalue
         self.prefix = prefix
-        self.redis = LoopRedis(url, scripts={"join": _JOIN, "leave": _LEAVE, "sweep": _SWEEP}, decode_responses=True)
 
     def _key(self, room_id: int) -> str:
         return f"{self.prefix}:presence:{room_id}"
@@ -97,81 +177,25 @@ class RedisPresenceRegistry:
     async def join(self, presence: Presence) -> bool:
         now, ttl = time.time(), settings.CHAT_PRESENCE_TTL_SECONDS
         args = [now, now + ttl, presence.member, presence.user_prefix, ttl * 4]
-        return bool(await self.redis.script("join")(keys=[self._key(presence.room_id)], args=args))
+        return bool(await self.keyvalue.run(JOIN, [self._key(presence.room_id)], args))
 
     async def heartbeat(self, presence: Presence) -> None:
-        client = self.redis.client()
-        expires = time.time() + settings.CHAT_PRESENCE_TTL_SECONDS
-        # XX: a connection that was swept as dead must not come back silently (its "leave" was announced).
-        await client.zadd(self._key(presence.room_id), {presence.member: expires}, xx=True)
-        await client.expire(self._key(presence.room_id), settings.CHAT_PRESENCE_TTL_SECONDS * 4)
+        ttl = settings.CHAT_PRESENCE_TTL_SECONDS
+        args = [time.time() + ttl, presence.member, ttl * 4]
+        await self.keyvalue.run(HEARTBEAT, [self._key(presence.room_id)], args)
 
     async def leave(self, presence: Presence) -> bool:
         args = [time.time(), presence.member, presence.user_prefix]
-        return bool(await self.redis.script("leave")(keys=[self._key(presence.room_id)], args=args))
+        return bool(await self.keyvalue.run(LEAVE, [self._key(presence.room_id)], args))
 
     async def sweep(self, room_id: int) -> list[dict]:
-        sweep = self.redis.script("sweep")
-        return [_user(identity) for identity in await sweep(keys=[self._key(room_id)], args=[time.time()])]
+        return [_user(identity) for identity in await self.keyvalue.run(SWEEP, [self._key(room_id)], [time.time()])]
 
     async def online(self, room_id: int) -> list[dict]:
-        members = await self.redis.client().zrangebyscore(self._key(room_id), f"({time.time()}", "+inf")
-        return _distinct_users(members)
+        members = await self.keyvalue.run(ONLINE, [self._key(room_id)], [time.time()])
+        users = {_identity(member) for member in members}
+        return sorted((_user(identity) for identity in users), key=lambda user: user["id"])
 
 
-class MemoryPresenceRegistry:
-    """The embedded default's registry: the same rules over a dictionary, for a single process."""
-
-    def __init__(self) -> None:
-        self._rooms: dict[int, dict[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def _live(self, room_id: int, now: float) -> dict[str, float]:
-        return {member: expiry for member, expiry in self._rooms.get(room_id, {}).items() if expiry > now}
-
-    async def join(self, presence: Presence) -> bool:
-        with self._lock:
-            now = time.time()
-            first = not any(m.startswith(presence.user_prefix) for m in self._live(presence.room_id, now))
-            self._rooms.setdefault(presence.room_id, {})[presence.member] = now + settings.CHAT_PRESENCE_TTL_SECONDS
-            return first
-
-    async def heartbeat(self, presence: Presence) -> None:
-        with self._lock:
-            room = self._rooms.get(presence.room_id, {})
-            if presence.member in room:
-                room[presence.member] = time.time() + settings.CHAT_PRESENCE_TTL_SECONDS
-
-    async def leave(self, presence: Presence) -> bool:
-        with self._lock:
-            room = self._rooms.get(presence.room_id, {})
-            if room.pop(presence.member, None) is None:
-                return False
-            return not any(m.startswith(presence.user_prefix) for m in self._live(presence.room_id, time.time()))
-
-    async def sweep(self, room_id: int) -> list[dict]:
-        with self._lock:
-            now = time.time()
-            room = self._rooms.get(room_id, {})
-            expired = [member for member, expiry in room.items() if expiry <= now]
-            for member in expired:
-                del room[member]
-            live_users = {m.rsplit(":", 1)[0] for m in room}
-            gone = {m.rsplit(":", 1)[0] for m in expired} - live_users
-            return [_user(identity) for identity in sorted(gone)]
-
-    async def online(self, room_id: int) -> list[dict]:
-        with self._lock:
-            return _distinct_users(self._live(room_id, time.time()))
-
-
-_registries: dict[str, RedisPresenceRegistry | MemoryPresenceRegistry] = {}
-
-
-def get_presence_registry() -> RedisPresenceRegistry | MemoryPresenceRegistry:
-    url = settings.REDIS_URL
-    registry = _registries.get(url)
-    if registry is None:
-        registry = RedisPresenceRegistry(url, settings.CACHE_KEY_PREFIX) if url else MemoryPresenceRegistry()
-        _registries[url] = registry
-    return registry
+def get_presence_registry() -> PresenceRegistry:
+    return PresenceRegistry(get_keyvalue(), settings.CACHE_KEY_PREFIX)

@@ -1,24 +1,23 @@
 """Rate limiting shared by every API operation: a sliding window or a token bucket per client and policy.
 
-Each algorithm is one Lua script run atomically in Redis (EVALSHA, loaded on first use), awaited on asyncio
-connections kept per event loop (with FAST_PATH, the speed layer's `fastpath.redis.LoopScripts`, the round trip
-without the client's per-call layers; otherwise redis-py's client, `core.redis.LoopRedis`), so limiting never
-blocks the loop and concurrent requests, from any number of server processes, can never both take the last slot.
-The scripts take `now` from the caller's clock
-(injectable, for tests), which is why the servers' clocks are expected to be NTP-synchronised.
+Each algorithm is one `core.keyvalue.Script`: Lua run atomically in Redis (EVALSHA, loaded on first use) on
+asyncio connections kept per event loop (with FAST_PATH the speed layer's `fastpath.redis.LoopScripts`, the round
+trip without the client's per-call layers), so limiting never blocks the loop and concurrent requests, from any
+number of server processes, can never both take the last slot; beside it, its Python twin for process memory. The
+scripts take `now` from the caller's clock (injectable, for tests), which is why the servers' clocks are expected
+to be NTP-synchronised.
 
-When Redis cannot be reached, a policy either fails open to the same algorithm kept in process memory (per process,
+When Redis cannot be reached, a policy either fails open to the same limiter over process memory (per process,
 so the effective limit multiplies by the number of processes for the duration; logged and counted in
 `ratelimit_redis_unavailable_total`) or fails closed with `503`. After a failure Redis is left alone for a few
-seconds, so an outage costs one timeout, not one per request. Without REDIS_URL (the embedded default, one process
-by definition) the in-process limiter is simply the limiter.
+seconds, so an outage costs one timeout, not one per request. Without a Redis URL (the embedded default, one
+process by definition) the limiter is over process memory from the start.
 """
 
 import ipaddress
 import logging
 import math
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,12 +25,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
 from core.errors import RateLimited, ServiceUnavailable
+from core.keyvalue import KeyValue, KeyValueUnavailable, MemoryKeys, MemoryKeyValue, Script, get_keyvalue
 from core.metrics import RATE_LIMITED
-from core.redis import LoopRedis
-from fastpath.redis import LoopScripts
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +99,24 @@ class Decision:
         }
 
 
-class LimiterUnavailable(Exception):
-    """Redis did not answer; nothing was counted."""
+def _sliding_window_in_memory(keys: MemoryKeys, names: list[str], args: list) -> list[int]:
+    (key,), (now, window, limit, _member) = names, args
+    times = keys.setdefault(key, deque())
+    while times and times[0] <= now - window:
+        times.popleft()
+    allowed = 0
+    if len(times) < limit:
+        times.append(now)
+        allowed = 1
+    keys.expire(key, window / 1000)
+    reset = max(times[0] + window - now, 0) if times else 0
+    return [allowed, limit - len(times), reset, 0 if allowed else max(reset, 1)]
 
 
 # KEYS[1]: sorted set of request times (ms). ARGV: now_ms, window_ms, limit, a unique member for this request.
-_SLIDING_WINDOW = """
+SLIDING_WINDOW = Script(
+    name="ratelimit.sliding_window",
+    lua="""
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
@@ -126,10 +135,31 @@ if oldest[2] then reset = math.max(tonumber(oldest[2]) + window - now, 0) end
 local retry = 0
 if allowed == 0 then retry = math.max(reset, 1) end
 return {allowed, limit - count, reset, retry}
-"""
+""",
+    memory=_sliding_window_in_memory,
+)
+
+
+def _token_bucket_in_memory(keys: MemoryKeys, names: list[str], args: list) -> list[int]:
+    (key,), (now, rate, burst) = names, args
+    tokens, ts = keys.get(key) or (burst, now)
+    if now > ts:
+        tokens = min(burst, tokens + (now - ts) * rate / 1000)
+        ts = now
+    allowed = 0
+    if tokens >= 1:
+        tokens -= 1
+        allowed = 1
+    keys.set(key, (tokens, ts))
+    keys.expire(key, (math.ceil(burst * 1000 / rate) + 1000) / 1000)
+    retry = 0 if allowed else math.ceil((1 - tokens) * 1000 / rate)
+    return [allowed, math.floor(tokens), math.ceil((burst - tokens) * 1000 / rate), retry]
+
 
 # KEYS[1]: hash {tokens, ts}. ARGV: now_ms, rate (tokens per second), burst.
-_TOKEN_BUCKET = """
+TOKEN_BUCKET = Script(
+    name="ratelimit.token_bucket",
+    lua="""
 local now = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
@@ -156,7 +186,9 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 local retry = 0
 if allowed == 0 then retry = math.ceil((1 - tokens) * 1000 / rate) end
 return {allowed, math.floor(tokens), math.ceil((burst - tokens) * 1000 / rate), retry}
-"""
+""",
+    memory=_token_bucket_in_memory,
+)
 
 
 def _decision(policy: Policy, allowed, remaining, reset_ms, retry_after_ms) -> Decision:
@@ -164,101 +196,41 @@ def _decision(policy: Policy, allowed, remaining, reset_ms, retry_after_ms) -> D
     return Decision(bool(allowed), limit, int(remaining), int(reset_ms), int(retry_after_ms))
 
 
-class RedisLimiter:
-    def __init__(self, url: str, prefix: str, clock: Clock = time.time) -> None:
-        self.url = url
+class Limiter:
+    """The two algorithms over a key-value backend: Redis, shared by every process, or process memory (the
+    embedded default's limiter and the fail-open fallback). Raises KeyValueUnavailable when Redis does not answer;
+    then nothing was counted."""
+
+    def __init__(self, keyvalue: KeyValue, prefix: str, clock: Clock = time.time) -> None:
+        self.keyvalue = keyvalue
         self.prefix = prefix
         self.clock = clock
-        scripts = {"sliding_window": _SLIDING_WINDOW, "token_bucket": _TOKEN_BUCKET}
-        runner = LoopScripts if settings.FAST_PATH else LoopRedis
-        self.redis = runner(url, scripts=scripts, timeout=_REDIS_TIMEOUT_SECONDS)
 
     async def hit(self, policy: Policy, identity: str) -> Decision:
         key = f"{self.prefix}:{policy.name}:{identity}"
         now_ms = int(self.clock() * 1000)
-        try:
-            if isinstance(policy.rule, SlidingWindow):
-                member = f"{now_ms}:{os.urandom(6).hex()}"
-                result = await self.redis.run(
-                    "sliding_window", [key], [now_ms, policy.rule.window * 1000, policy.rule.limit, member]
-                )
-            else:
-                result = await self.redis.run("token_bucket", [key], [now_ms, policy.rule.rate, policy.rule.burst])
-        except (RedisError, OSError) as exc:
-            raise LimiterUnavailable(str(exc) or type(exc).__name__) from exc
-        return _decision(policy, *result)
-
-
-class MemoryLimiter:
-    """The same algorithms in process memory: the embedded default's limiter and the fail-open fallback."""
-
-    # Past this many clients, idle entries are swept so the table cannot grow without bound.
-    max_entries = 10_000
-
-    def __init__(self, clock: Clock = time.time) -> None:
-        self.clock = clock
-        self._lock = threading.Lock()
-        # key -> (policy, state): a deque of request times, or [tokens, ts] for a bucket
-        self._entries: dict[str, tuple[Policy, object]] = {}
-
-    async def hit(self, policy: Policy, identity: str) -> Decision:
-        key = f"{policy.name}:{identity}"
-        now_ms = int(self.clock() * 1000)
-        with self._lock:
-            if len(self._entries) > self.max_entries:
-                self._sweep(now_ms)
-            if isinstance(policy.rule, SlidingWindow):
-                return self._sliding_window(policy, key, now_ms)
-            return self._token_bucket(policy, key, now_ms)
-
-    def _sliding_window(self, policy: Policy, key: str, now_ms: int) -> Decision:
-        window_ms, limit = policy.rule.window * 1000, policy.rule.limit
-        times = self._entries.setdefault(key, (policy, deque()))[1]
-        while times and times[0] <= now_ms - window_ms:
-            times.popleft()
-        allowed = len(times) < limit
-        if allowed:
-            times.append(now_ms)
-        reset = max(times[0] + window_ms - now_ms, 0) if times else 0
-        return _decision(policy, allowed, limit - len(times), reset, 0 if allowed else max(reset, 1))
-
-    def _token_bucket(self, policy: Policy, key: str, now_ms: int) -> Decision:
-        rate, burst = policy.rule.rate, policy.rule.burst
-        state = self._entries.setdefault(key, (policy, [float(burst), now_ms]))[1]
-        if now_ms > state[1]:
-            state[0] = min(burst, state[0] + (now_ms - state[1]) * rate / 1000)
-            state[1] = now_ms
-        allowed = state[0] >= 1
-        if allowed:
-            state[0] -= 1
-        retry = 0 if allowed else math.ceil((1 - state[0]) * 1000 / rate)
-        return _decision(policy, allowed, math.floor(state[0]), math.ceil((burst - state[0]) * 1000 / rate), retry)
-
-    def _sweep(self, now_ms: int) -> None:
-        def idle(policy: Policy, state) -> bool:
-            if isinstance(policy.rule, SlidingWindow):
-                return not state or state[-1] <= now_ms - policy.rule.window * 1000
-            return now_ms - state[1] >= policy.rule.burst * 1000 / policy.rule.rate
-
-        for key in [key for key, (policy, state) in self._entries.items() if idle(policy, state)]:
-            del self._entries[key]
+        if isinstance(policy.rule, SlidingWindow):
+            member = f"{now_ms}:{os.urandom(6).hex()}"
+            args = [now_ms, policy.rule.window * 1000, policy.rule.limit, member]
+            reply = await self.keyvalue.run(SLIDING_WINDOW, [key], args)
+        else:
+            reply = await self.keyvalue.run(TOKEN_BUCKET, [key], [now_ms, policy.rule.rate, policy.rule.burst])
+        return _decision(policy, *reply)
 
 
 class RateLimiter:
-    """Redis when configured, with each policy's behaviour for when Redis is unreachable."""
+    """The limiter, with each policy's behaviour for when its Redis is unreachable."""
 
-    def __init__(self, redis_limiter: RedisLimiter | None, memory_limiter: MemoryLimiter) -> None:
-        self.redis = redis_limiter
-        self.memory = memory_limiter
+    def __init__(self, limiter: Limiter, fallback: Limiter) -> None:
+        self.limiter = limiter
+        self.fallback = fallback
         self._skip_redis_until = 0.0
 
     async def hit(self, policy: Policy, identity: str) -> Decision:
-        if self.redis is None:
-            return await self.memory.hit(policy, identity)
         if time.monotonic() >= self._skip_redis_until:
             try:
-                return await self.redis.hit(policy, identity)
-            except LimiterUnavailable as exc:
+                return await self.limiter.hit(policy, identity)
+            except KeyValueUnavailable as exc:
                 self._skip_redis_until = time.monotonic() + _RETRY_REDIS_AFTER_SECONDS
                 logger.error(
                     "rate limiter: Redis unreachable (%s); for %.0f s fail-open policies use in-process limits "
@@ -274,7 +246,7 @@ class RateLimiter:
                 headers={"Retry-After": str(math.ceil(_RETRY_REDIS_AFTER_SECONDS))},
             )
         REDIS_UNAVAILABLE.labels(policy.name, "in_process").inc()
-        return await self.memory.hit(policy, identity)
+        return await self.fallback.hit(policy, identity)
 
 
 _limiters: dict[str, RateLimiter] = {}
@@ -284,8 +256,10 @@ def get_limiter() -> RateLimiter:
     url = settings.RATE_LIMIT_REDIS_URL
     limiter = _limiters.get(url)
     if limiter is None:
-        redis_limiter = RedisLimiter(url, f"{settings.CACHE_KEY_PREFIX}:rl") if url else None
-        limiter = _limiters.setdefault(url, RateLimiter(redis_limiter, MemoryLimiter()))
+        prefix = f"{settings.CACHE_KEY_PREFIX}:rl"
+        # Without a URL the limiter is in process memory already, which always answers: no fallback is ever used.
+        shared = Limiter(get_keyvalue(url, timeout=_REDIS_TIMEOUT_SECONDS), prefix)
+        limiter = _limiters.setdefault(url, RateLimiter(shared, fallback=Limiter(MemoryKeyValue(), prefix)))
     return limiter
 
 

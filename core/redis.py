@@ -12,23 +12,17 @@ MAX_CONNECTIONS = 64
 
 
 class LoopRedis:
-    """One `redis.asyncio` client per running event loop, with its Lua scripts registered.
+    """One `redis.asyncio` client per running event loop, with the Lua scripts registered on it.
 
     redis.asyncio connections belong to the loop that opened them, and a process can run several loops over its
-    life (the server's, async_to_sync's, a test's). `register_script` runs EVALSHA and loads the script itself
-    when Redis does not know it yet.
+    life (the server's, async_to_sync's, a test's). Scripts are registered by name, at any time; each loop's client
+    makes its `register_script` object at the script's first call there, which runs EVALSHA and loads the script
+    itself when Redis does not know it yet.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        scripts: dict[str, str] | None = None,
-        decode_responses: bool = False,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-    ) -> None:
+    def __init__(self, url: str, *, decode_responses: bool = False, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.url = url
-        self.script_sources = dict(scripts or {})
+        self.script_sources: dict[str, str] = {}
         self.decode_responses = decode_responses
         self.timeout = timeout
         self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -48,17 +42,22 @@ class LoopRedis:
                 health_check_interval=30,
                 decode_responses=self.decode_responses,
             )
-            client = aioredis.Redis(connection_pool=pool)
-            scripts = {name: client.register_script(source) for name, source in self.script_sources.items()}
-            connection = (client, scripts)
+            connection = (aioredis.Redis(connection_pool=pool), {})
             self._per_loop[loop] = connection
         return connection
+
+    def register(self, name: str, source: str) -> None:
+        self.script_sources[name] = source
 
     def client(self) -> aioredis.Redis:
         return self._connection()[0]
 
     def script(self, name: str):
-        return self._connection()[1][name]
+        client, scripts = self._connection()
+        script = scripts.get(name)
+        if script is None:
+            script = scripts[name] = client.register_script(self.script_sources[name])
+        return script
 
     async def run(self, name: str, keys: list, args: list):
         """The reply of one of the registered scripts (EVALSHA, loading it first when Redis does not know it)."""

@@ -1,4 +1,4 @@
-"""Lean Redis commands on the event loop: the rate limiter's script and the cache's reads."""
+"""Lean Redis commands on the event loop: the key-value backend's scripts (the rate limiter's), the cache's reads."""
 
 import asyncio
 import collections
@@ -26,10 +26,18 @@ class LoopCommands:
     for). Errors are redis-py's (`RedisError`, `OSError`), so callers handle them as before.
     """
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_connections: int = MAX_CONNECTIONS):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
+        decode_responses: bool = False,
+    ):
         self.url = url
         self.timeout = timeout
         self.max_connections = max_connections
+        self.decode_responses = decode_responses
         self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _pool(self) -> "_ConnectionPool":
@@ -38,14 +46,19 @@ class LoopCommands:
         if pool is None:
             options = parse_url(self.url)
             connection_class = options.pop("connection_class", Connection)
-            options.update(socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+            options.update(
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                decode_responses=self.decode_responses,
+            )
             pool = self._per_loop[loop] = _ConnectionPool(
                 lambda: connection_class(**options), self.max_connections, self.timeout
             )
         return pool
 
     async def execute(self, *command):
-        """The raw reply (bytes, int, list, None) of one command; a reply that is an error is raised."""
+        """The reply (bytes, or str when decoding; int, list, None) of one command; a reply that is an error is
+        raised."""
         pool = self._pool()
         connection = await pool.acquire()
         reusable = False
@@ -94,21 +107,31 @@ class LoopCommands:
 
 
 class LoopScripts:
-    """Lua scripts run by EVALSHA through `LoopCommands`: the rate limiter's path, one script call per API request.
-    A script Redis does not know yet (a restart, `SCRIPT FLUSH`) is loaded and the call made again, as redis-py's
-    `register_script` does."""
+    """Lua scripts run by EVALSHA through `LoopCommands`: the key-value backend's path, where the rate limiter makes
+    one script call per API request. A script Redis does not know yet (a restart, `SCRIPT FLUSH`) is loaded and the
+    call made again, as redis-py's `register_script` does."""
 
     def __init__(
         self,
         url: str,
         *,
-        scripts: dict[str, str],
+        scripts: dict[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
+        decode_responses: bool = False,
     ) -> None:
-        self.commands = LoopCommands(url, timeout=timeout, max_connections=max_connections)
-        self.sources = {name: source.encode() for name, source in scripts.items()}
-        self.shas = {name: hashlib.sha1(source).hexdigest() for name, source in self.sources.items()}
+        self.commands = LoopCommands(
+            url, timeout=timeout, max_connections=max_connections, decode_responses=decode_responses
+        )
+        self.sources: dict[str, bytes] = {}
+        self.shas: dict[str, str] = {}
+        for name, source in (scripts or {}).items():
+            self.register(name, source)
+
+    def register(self, name: str, source: str) -> None:
+        """Makes a script runnable by name, also after construction (its callers may learn their scripts late)."""
+        self.sources[name] = source.encode()
+        self.shas[name] = hashlib.sha1(self.sources[name]).hexdigest()
 
     async def run(self, name: str, keys: list, args: list):
         command = ("EVALSHA", self.shas[name], len(keys), *keys, *args)

@@ -11,7 +11,8 @@ from django.conf import settings
 from prometheus_client import REGISTRY
 
 from core import ratelimit
-from core.ratelimit import MemoryLimiter, Policy, RedisLimiter, SlidingWindow, TokenBucket
+from core.keyvalue import MemoryKeyValue, RedisKeyValue
+from core.ratelimit import Limiter, Policy, SlidingWindow, TokenBucket
 from tests.conftest import child_process_env
 from tests.helpers import ServerProcess, http_json
 
@@ -36,12 +37,17 @@ def clock():
     return Clock()
 
 
+def redis_limiter(clock) -> Limiter:
+    return Limiter(RedisKeyValue(settings.REDIS_URL, timeout=0.5), f"test-rl:{uuid.uuid4().hex}", clock=clock)
+
+
 @pytest.fixture(params=["redis", "memory"])
 def limiter(request, clock):
-    """Both implementations must behave the same: the in-process one stands in for Redis during an outage."""
+    """Both backends must behave the same: the in-process one stands in for Redis during an outage. Process
+    memory expires its keys on the test's clock too."""
     if request.param == "redis":
-        return RedisLimiter(settings.REDIS_URL, f"test-rl:{uuid.uuid4().hex}", clock=clock)
-    return MemoryLimiter(clock=clock)
+        return redis_limiter(clock)
+    return Limiter(MemoryKeyValue(clock=clock), "test-rl", clock=clock)
 
 
 @pytest.fixture(autouse=True)
@@ -131,20 +137,21 @@ async def test_clients_and_policies_have_separate_quotas(limiter):
 
 @pytest.mark.parametrize("policy", [window(limit=10, seconds=60), bucket(rate=1, burst=10)], ids=["window", "bucket"])
 async def test_concurrent_requests_never_exceed_the_limit_on_redis(policy, clock):
-    limiter = RedisLimiter(settings.REDIS_URL, f"test-rl:{uuid.uuid4().hex}", clock=clock)
+    limiter = redis_limiter(clock)
     decisions = await asyncio.gather(*(limiter.hit(policy, "client") for _ in range(100)))
     assert sum(d.allowed for d in decisions) == 10
 
 
 def test_the_in_process_limiter_forgets_idle_clients(clock):
-    limiter = MemoryLimiter(clock=clock)
-    limiter.max_entries = 5
+    keyvalue = MemoryKeyValue(clock=clock)
+    keyvalue.keys.max_entries = 5
+    limiter = Limiter(keyvalue, "test-rl", clock=clock)
     policy = window(limit=1, seconds=10)
     for n in range(6):
         asyncio.run(limiter.hit(policy, f"client-{n}"))
     clock.advance(11)
     asyncio.run(limiter.hit(policy, "newcomer"))  # over the bound: the idle ones are swept
-    assert len(limiter._entries) == 1
+    assert len(keyvalue.keys) == 1
 
 
 @pytest.mark.parametrize(

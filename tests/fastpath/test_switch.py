@@ -18,14 +18,14 @@ django.setup()
 from django.conf import settings as s
 from channels.consumer import AsyncConsumer
 from config import asgi
-from core.ratelimit import RedisLimiter
+from core.ratelimit import get_limiter
 print(json.dumps({
     "middleware": s.MIDDLEWARE,
     "cache": s.CACHES["default"]["BACKEND"],
     "handler": type(asgi.django_asgi_app).__module__,
     "application": asgi.application.__module__,
     "dispatch": AsyncConsumer.dispatch.__module__,
-    "limiter_redis": type(RedisLimiter("redis://127.0.0.1:6379/0", prefix="rl").redis).__module__,
+    "limiter_redis": type(get_limiter().limiter.keyvalue.scripts).__module__,
 }))
 """
 
