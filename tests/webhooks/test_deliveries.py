@@ -20,9 +20,10 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
+from core.keyvalue import MemoryKeyValue, RedisKeyValue
 from posts.models import Post, PostStatus
 from webhooks.models import WebhookDelivery, WebhookEndpoint
-from webhooks.services.breaker import MemoryBreaker, get_breaker
+from webhooks.services.breaker import Breaker, get_breaker
 from webhooks.services.delivery import delivery_attempt, retry_delay
 from webhooks.services.dispatch import event_dispatch, webhook_deliveries_requeue_stalled
 from webhooks.services.signing import new_secret
@@ -575,7 +576,8 @@ def test_a_delivery_kept_waiting_by_the_breaker_too_long_is_given_up(endpoint, e
 
 @pytest.fixture(params=["redis", "memory"])
 def breaker(request):
-    return get_breaker() if request.param == "redis" else MemoryBreaker()
+    """Both backends must behave the same: the embedded default runs on process memory."""
+    return get_breaker() if request.param == "redis" else Breaker(MemoryKeyValue(), "test-breaker")
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_half_opens_for_one_trial(breaker):
@@ -656,3 +658,16 @@ def test_the_sweep_requeues_deliveries_whose_message_was_lost(endpoint, event):
     [stalled, _fresh] = [*event(), *event()]
     WebhookDelivery.objects.filter(pk=stalled).update(next_attempt_at=datetime(2020, 1, 1, tzinfo=UTC))
     assert webhook_deliveries_requeue_stalled() == 1
+
+
+def test_the_breaker_fails_open_when_redis_does_not_answer(caplog):
+    """Deliveries go out unguarded rather than not at all; nothing is counted, and the log says why."""
+    unreachable = Breaker(RedisKeyValue("redis://127.0.0.1:1/0", timeout=0.5), "test-breaker")
+    host = f"host-{uuid.uuid4().hex}:443"
+    decision = unreachable.acquire(host)
+    assert (decision.allowed, decision.trial) == (True, False)
+    assert unreachable.failure(host) is False
+    unreachable.success(host)
+    unreachable.release(host)
+    assert unreachable.state(host) == "closed"
+    assert "webhook circuit breaker unavailable" in caplog.text

@@ -15,7 +15,7 @@ from django.utils import timezone
 from core.renderers import iso_utc
 from webhooks.models import MAX_WEBHOOK_ERROR_LENGTH, WebhookDelivery, WebhookDeliveryStatus
 from webhooks.services import client
-from webhooks.services.breaker import FailOpen, get_breaker
+from webhooks.services.breaker import get_breaker
 from webhooks.services.signing import (
     EVENT_HEADER,
     ID_HEADER,
@@ -100,7 +100,7 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
         _failed(delivery_id, lease_until, f"Not sent: {exc}")
         return None
 
-    breaker = FailOpen(get_breaker())
+    breaker = get_breaker()
     decision = breaker.acquire(target.breaker_key)
     if not decision.allowed:
         return _defer(delivery, lease_until, target, decision.retry_at, now)
