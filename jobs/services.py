@@ -31,15 +31,13 @@ from core.renderers import iso_utc
 from core.tracing import span
 from jobs.models import Job
 from jobs.selectors import job_payload
-from posts.models import Post
+from posts.selectors import EXPORT_COLUMNS, post_rows_for_export
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl")
 SCOPES = ("mine", "all")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
-COLUMNS = ("id", "title", "body", "status", "author_id", "author_username", "created_at", "updated_at")
-_QUERY_COLUMNS = ("id", "title", "body", "status", "author_id", "author__username", "created_at", "updated_at")
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection); a leading apostrophe makes
 # it text. JSON Lines keeps values exactly as stored.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -51,12 +49,9 @@ _TOO_MANY_JOBS_RETRY_SECONDS = 30
 
 
 def export_rows(*, scope: str, owner_id: int | None = None) -> QuerySet:
-    """The posts an export covers, as value tuples in COLUMNS order, oldest first: `mine` is every post of the
-    owner (drafts included: they are theirs), `all` every post (staff)."""
-    posts = Post.objects.order_by("id")
-    if scope == "mine":
-        posts = posts.filter(author_id=owner_id)
-    return posts.values_list(*_QUERY_COLUMNS)
+    """The posts an export covers, in EXPORT_COLUMNS order, oldest first: `mine` is every post of the owner (drafts
+    included: they are theirs), `all` every post (staff)."""
+    return post_rows_for_export(author_id=owner_id if scope == "mine" else None)
 
 
 def _csv_cell(value) -> object:
@@ -74,11 +69,11 @@ def write_export(
     below 100 until the caller has stored the file). Returns the number of rows written."""
     if fmt == "csv":
         writer = csv.writer(out)
-        writer.writerow(COLUMNS)
+        writer.writerow(EXPORT_COLUMNS)
         write_row = lambda row: writer.writerow([_csv_cell(value) for value in row])  # noqa: E731
     else:
         write_row = lambda row: out.write(  # noqa: E731
-            orjson.dumps(dict(zip(COLUMNS, row, strict=True)), option=orjson.OPT_UTC_Z).decode() + "\n"
+            orjson.dumps(dict(zip(EXPORT_COLUMNS, row, strict=True)), option=orjson.OPT_UTC_Z).decode() + "\n"
         )
     written = reported = 0
     for row in rows:

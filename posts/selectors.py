@@ -8,7 +8,7 @@ see does not exist for them (404, never listed).
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from accounts.selectors import user_public_get
 from core.errors import NotFound
@@ -106,6 +106,20 @@ def published_post_get(*, post_id: int) -> dict | None:
         "created_at": iso_utc(post.created_at),
         "updated_at": iso_utc(post.updated_at),
     }
+
+
+# What an export (the jobs app) writes of each post, in order.
+EXPORT_COLUMNS = ("id", "title", "body", "status", "author_id", "author_username", "created_at", "updated_at")
+
+
+def post_rows_for_export(*, author_id: int | None = None) -> QuerySet:
+    """Every post (or every post of one author, drafts included), oldest first, as value tuples in EXPORT_COLUMNS
+    order. Lazy on purpose, unlike the other reads: the caller streams it through a server-side cursor
+    (`.iterator(chunk_size)`), since an export may cover the whole table."""
+    posts = Post.objects.order_by("id")
+    if author_id is not None:
+        posts = posts.filter(author_id=author_id)
+    return posts.values_list(*EXPORT_COLUMNS[:5], "author__username", *EXPORT_COLUMNS[6:])
 
 
 # --- lists -----------------------------------------------------------------------------------------------

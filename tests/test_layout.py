@@ -33,6 +33,19 @@ def test_posts_hold_only_posts():
         assert others == [], module
 
 
+DOMAINS = ("accounts", "posts", "jobs", "webhooks", "chat")
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_apps_read_one_another_through_selectors_not_models(domain):
+    """The user model is everyone's (the auth model); any other app's rows are read through its selectors."""
+    others = {f"{other}.models" for other in DOMAINS if other not in (domain, "accounts")}
+    for module in (PROJECT_ROOT / domain).rglob("*.py"):
+        if module.parent.name == "migrations":
+            continue
+        assert [name for name in imported_modules(module) if name in others] == [], module
+
+
 def test_the_chat_consumers_hold_no_orm_call_and_no_frame_parsing():
     tree = ast.parse((PROJECT_ROOT / "chat" / "consumers.py").read_text())
     attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
