@@ -4,6 +4,7 @@ from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
+from django.db import DatabaseError
 
 from accounts import services
 from core.errors import RateLimited, ServiceUnavailable
@@ -26,7 +27,12 @@ class LoginGuardMixin:
             ) from None
         except ServiceUnavailable as exc:
             raise forms.ValidationError(exc.detail, code="unavailable") from None
-        cleaned = super().clean()
+        try:
+            cleaned = super().clean()
+        except DatabaseError:
+            # No password was checked: the attempt does not count (the page answers 503, core/middleware.py).
+            async_to_sync(services.login_attempt_given_back)(key)
+            raise
         async_to_sync(services.login_attempts_forget)(key)
         return cleaned
 

@@ -2,6 +2,7 @@
 
 import logging
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -10,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -123,6 +124,26 @@ async def login_attempt_reserve(key: str) -> None:
         raise RateLimited(seconds_left, "Too many failed attempts; try again later.")
 
 
+async def login_attempt_given_back(key: str) -> None:
+    """A reserved attempt that checked no password (the database failed first): it does not count."""
+    try:
+        await get_store().unhit(key)
+    except KeyValueUnavailable as exc:
+        logger.warning("could not give back a login attempt: %s", exc)
+
+
+@asynccontextmanager
+async def login_attempt(key: str):
+    """One attempt at a password: reserved first (login_attempt_reserve), given back if the database failed
+    before the password could be checked, so an outage does not lock anyone out."""
+    await login_attempt_reserve(key)
+    try:
+        yield
+    except DatabaseError:
+        await login_attempt_given_back(key)
+        raise
+
+
 async def login_attempts_forget(key: str) -> None:
     try:
         await get_store().delete(key)
@@ -169,8 +190,8 @@ def _family_start(user: User) -> TokenPair:
 
 async def token_obtain(*, username: str, password: str, client_ip: str) -> TokenPair:
     guard_key = login_guard_key(username=username, client_ip=client_ip)
-    await login_attempt_reserve(guard_key)
-    user = await User.objects.filter(username__iexact=username).afirst()
+    async with login_attempt(guard_key):
+        user = await User.objects.filter(username__iexact=username).afirst()
     if not await _check_password_off_loop(user, password) or not user.is_active:
         AUTH_FAILURES.labels("invalid_credentials").inc()
         raise NotAuthenticated(INVALID_CREDENTIALS, code="invalid_credentials")

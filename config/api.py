@@ -9,6 +9,7 @@ from email.utils import format_datetime
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpResponsePermanentRedirect
 from django.http.multipartparser import MultiPartParserError
 from django.urls import path
@@ -32,6 +33,7 @@ from accounts.api import (
 from accounts.auth import BrowserSessionAuth, JWTAuth, OptionalJWTAuth, verified_access_claims
 from chat.api import chat_router
 from core import ratelimit
+from core.database import is_server_gone, outage
 from core.errors import ServiceError, code_for_status, error_body
 from core.logging import request_id_var
 from core.net import client_ip
@@ -107,6 +109,18 @@ def install_error_handlers(api: NinjaAPI) -> None:
         # More query or form fields than DATA_UPLOAD_MAX_NUMBER_FIELDS (files: _FILES): Django refuses to parse them.
         return _respond(api, request, 400, error_body(400, str(exc), "too_many_fields"))
 
+    def database_unavailable(request, exc: OperationalError | InterfaceError):
+        # An outage is logged once, by the tracker, however many requests it fails; a query's own failure (a
+        # timeout, a deadlock) is logged here, with its request.
+        outage.failed(exc)
+        if is_server_gone(exc):
+            detail = "The database is unavailable; try again shortly."
+        else:
+            logger.warning("database error in %s %s: %s", request.method, request.path, exc)
+            detail = "The database could not complete the request; try again shortly."
+        headers = {"Retry-After": str(settings.DB_OUTAGE_PROBE_SECONDS)}
+        return _respond(api, request, 503, error_body(503, detail, "database_unavailable"), headers)
+
     def unexpected(request, exc: Exception):
         request_id = request_id_var.get()
         logger.exception("unhandled error in %s %s", request.method, request.path)
@@ -114,6 +128,8 @@ def install_error_handlers(api: NinjaAPI) -> None:
         return _respond(api, request, 500, body)
 
     api.add_exception_handler(Exception, unexpected)
+    api.add_exception_handler(OperationalError, database_unavailable)
+    api.add_exception_handler(InterfaceError, database_unavailable)
     api.add_exception_handler(RequestDataTooBig, body_too_large)
     api.add_exception_handler(TooManyFieldsSent, too_many_fields)
     api.add_exception_handler(MultiPartParserError, unreadable_form)
@@ -365,8 +381,8 @@ def _rate_limited(run):
         raise TypeError(f"{operation.view_func.__name__}: API operations must be async to be rate limited")
     policy_name = _policy_name(operation)
     operation.response_models.setdefault(429, operation._create_response_model(RateLimitedOut))
-    if settings.RATE_LIMIT_POLICIES[policy_name].get("fail_closed"):
-        operation.response_models.setdefault(503, operation._create_response_model(ErrorOut))
+    # 503: the database is unavailable (any operation), or the limiter itself is, for fail-closed policies.
+    operation.response_models.setdefault(503, operation._create_response_model(ErrorOut))
 
     @functools.wraps(run)
     async def limited_run(request, *args, **kwargs):

@@ -119,6 +119,9 @@ DATABASE_URL = env_str("DATABASE_URL")
 DB_POOL_MIN = env_int("DB_POOL_MIN", 2, minimum=0)
 DB_POOL_MAX = env_int("DB_POOL_MAX", 10, minimum=1)
 DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 10, minimum=1)
+# Once PostgreSQL is known to be down (core/database.py), requests are answered 503 at once; one per this many
+# seconds tries a fresh connection to see whether it is back.
+DB_OUTAGE_PROBE_SECONDS = env_int("DB_OUTAGE_PROBE_SECONDS", 1, minimum=1)
 # The hot reads run as prepared statements on the event loop's pool (fastpath/db.py). Off behind a pooler that cannot
 # keep them (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
@@ -132,6 +135,8 @@ else:
     _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "db.sqlite3")}
 
 if _database["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, aware of outages (core/postgresql/): answered at once while the database is known down.
+    _database["ENGINE"] = "core.postgresql"
     # Django's native psycopg pool; persistent connections leak under ASGI (ticket #33497), so CONN_MAX_AGE=0.
     _database["CONN_MAX_AGE"] = 0
     _database["CONN_HEALTH_CHECKS"] = True
@@ -382,6 +387,7 @@ LOGGING = {
     "filters": {
         "request_context": {"()": "core.logging.RequestContextFilter"},
         "redact_secrets": {"()": "core.logging.RedactSecretsFilter"},
+        "service_unavailable": {"()": "core.logging.ServiceUnavailableFilter"},
     },
     "formatters": {
         "json": {"()": "core.logging.JsonFormatter"},
@@ -399,7 +405,7 @@ LOGGING = {
         # Replace Django's default console and mail_admins handlers: everything goes through the root handler.
         "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         # Django logs every 4xx/5xx here; our own handlers log the ones that matter with more context.
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["service_unavailable"]},
         "django.server": {"level": "WARNING"},
     },
 }

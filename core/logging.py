@@ -85,6 +85,14 @@ class RedactSecretsFilter(logging.Filter):
         return True
 
 
+class ServiceUnavailableFilter(logging.Filter):
+    """For `django.request`, which logs every 5xx answer: a 503 is the service's own answer to an outage (the
+    database, the limiter), logged once by what saw the outage, never once per request refused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 503
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {

@@ -8,7 +8,10 @@ import uuid
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
 
+from core.database import outage
 from core.errors import error_response
 from core.logging import request_id_var, user_id_var
 from core.metrics import observe_request
@@ -36,6 +39,7 @@ class ContractMiddleware:
     - A declared body over MAX_REQUEST_BODY_BYTES is refused with `413` before any view reads it.
     - Under /api/, a non-JSON error (an unknown path's `404`, a `405` from the router) becomes the contract's body.
     - Every response with a body in memory says its `Content-Length` (as Django's CommonMiddleware would).
+    - A page that fails because the database is unavailable is a `503`, not a `500`.
 
     Observability rides along in the same hop: the request's metrics (core/metrics.py), its span named by route,
     and one access log line (method, path without the query string, status, duration).
@@ -66,6 +70,19 @@ class ContractMiddleware:
             user_id_var.reset(user_token)
             request_id_var.reset(token)
         return response
+
+    async def process_exception(self, request, exception):
+        """A page (the admin, chat) during a database outage: 503 with a short message rather than a 500 and a
+        traceback; the outage is logged once, by core/database.py. The API answers its own (config/api.py)."""
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        outage.failed(exception)
+        return HttpResponse(
+            "The service is briefly unavailable; try again in a moment.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+            headers={"Retry-After": str(settings.DB_OUTAGE_PROBE_SECONDS)},
+        )
 
     @staticmethod
     def _observe(request, response, duration: float) -> None:

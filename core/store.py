@@ -29,6 +29,26 @@ return {count, redis.call('TTL', KEYS[1])}
 )
 
 
+def _unhit_in_memory(keys: MemoryKeys, names: list[str], args: list) -> int:
+    count = keys.get(names[0])
+    if not count:
+        return 0
+    keys.set(names[0], count - 1)
+    return count - 1
+
+
+# Take back one hit (the window's clock runs on); nothing for a window that has ended.
+UNHIT = Script(
+    name="store.unhit",
+    lua="""
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count <= 0 then return 0 end
+return redis.call('DECR', KEYS[1])
+""",
+    memory=_unhit_in_memory,
+)
+
+
 class Store:
     def __init__(self, keyvalue: KeyValue, prefix: str) -> None:
         self.keyvalue = keyvalue
@@ -54,6 +74,10 @@ class Store:
         """Count one hit in a fixed window that starts with the first hit; returns (hits, seconds left)."""
         count, ttl = await self.keyvalue.run(HIT, [self._key(key)], [int(window)])
         return count, max(ttl, 1)
+
+    async def unhit(self, key: str) -> None:
+        """Take back one hit that turned out not to be one (the attempt never happened)."""
+        await self.keyvalue.run(UNHIT, [self._key(key)], [])
 
 
 def get_store() -> Store:

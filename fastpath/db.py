@@ -61,6 +61,7 @@ from psycopg.adapt import AdaptersMap
 from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from core.database import outage
 from core.tracing import tracer, tracing_enabled
 
 ALIAS = "default"
@@ -80,6 +81,18 @@ _serving: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionP
 _gates: "weakref.WeakKeyDictionary[AsyncConnectionPool, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 # Compiling needs a DatabaseWrapper (its operations and features), never a connection: one, shared, never connected.
 _compiler_connection = None
+
+
+class OutageReportingAsyncConnection(AsyncConnection):
+    """The loop pool's connections: one that cannot be made tells the outage tracker (core/database.py) at once."""
+
+    @classmethod
+    async def connect(cls, *args, **kwargs):
+        try:
+            return await super().connect(*args, **kwargs)
+        except psycopg.Error as exc:
+            outage.failed(exc)
+            raise
 
 
 def serve_on_this_loop() -> None:
@@ -118,6 +131,7 @@ def _pool() -> AsyncConnectionPool:
             timeout=options.get("timeout", settings.DB_POOL_TIMEOUT),
             configure=configure,
             check=_check_unless_just_used if wrapper.settings_dict["CONN_HEALTH_CHECKS"] else None,
+            connection_class=OutageReportingAsyncConnection,
             open=False,
             name=f"loop-{ALIAS}",
         )
@@ -150,6 +164,13 @@ def _adapters(wrapper, django_adapters: AdaptersMap) -> AdaptersMap:
 
 
 async def _execute(sql: str, params, *, binary: bool = False) -> list[tuple]:
+    if outage.admit():
+        # PostgreSQL was down: this read probes with a fresh connection (on a thread: connecting blocks).
+        conninfo = {key: value for key, value in _wrapper().get_connection_params().items() if key != "pool"}
+        await asyncio.to_thread(outage.probe, conninfo)
+        if not _pool().closed:
+            # The connections pooled before the outage died with the server: dropped now, not on a request.
+            await _pool().check()
     pool = _pool()
     if pool.closed:
         await pool.open()
@@ -166,6 +187,7 @@ async def _execute(sql: str, params, *, binary: bool = False) -> list[tuple]:
     except Exception as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
         errors_total.labels(ALIAS, "postgresql", type(cause).__name__).inc()
+        outage.failed(exc)
         raise
     finally:
         _DURATION.observe(time.perf_counter() - started)

@@ -146,7 +146,8 @@ def child_process_env(**overrides: str) -> dict[str, str]:
     url = f"postgresql://{credentials}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
     # The speed layer as this run has it: the suite runs once with it on and, in part, once with it off.
     fast_path = {"FAST_PATH": str(settings.FAST_PATH).lower(), "FAST_PATH_CHECK_BODIES": "true"}
-    return clean_env(DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, LOG_LEVEL="INFO", **{**fast_path, **overrides})
+    shared = {"DATABASE_URL": url, "REDIS_URL": settings.REDIS_URL, "LOG_LEVEL": "INFO", **fast_path}
+    return clean_env(**{**shared, **overrides})
 
 
 @pytest.fixture

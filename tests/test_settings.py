@@ -61,7 +61,7 @@ def test_nothing_set_gives_the_embedded_default(tmp_path):
 
 def test_postgresql_url_uses_the_native_pool_without_persistent_connections():
     loaded = load_settings(DATABASE_URL="postgresql://u:p@db:5432/app", DB_POOL_MIN="3", DB_POOL_MAX="7")
-    assert loaded["db_engine"] == "django.db.backends.postgresql"
+    assert loaded["db_engine"] == "core.postgresql"
     assert loaded["db_name"] == "app"
     assert loaded["conn_max_age"] == 0
     assert loaded["conn_health_checks"] is True
