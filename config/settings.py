@@ -14,6 +14,7 @@ from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
+from core.redis import reconnect_once, reconnect_once_async
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DJANGO_DATA_DIR") or BASE_DIR / "var")
@@ -162,13 +163,26 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             # Short socket timeouts: a stuck Redis must fail a request quickly, not hang a worker thread.
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+                # A connection that died with a restarted Redis is replaced once, not reported (core/redis.py).
+                "CONNECTION_POOL_KWARGS": {"retry": reconnect_once()},
+            },
         }
     }
     # redis-py's default 5 s socket timeout equals the core layer's 5 s BZPOPMIN: a quiet channel would time out
     # reading. Reads may take as long as the blocking pop, plus margin. Its pool also refuses a 101st connection,
     # and a process whose hundreds of sockets join or leave at once needs more.
-    _layer_hosts = [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5, "max_connections": 1000}]
+    _layer_hosts = [
+        {
+            "address": REDIS_URL,
+            "socket_timeout": 15,
+            "socket_connect_timeout": 5,
+            "max_connections": 1000,
+            "retry": reconnect_once_async(),
+        }
+    ]
     # "redis-pubsub" (one PUBLISH per group message, fanned out inside each process) is the default: in
     # bench/ws_fanout.py it delivers a 100-socket room at 50 msg/s with p99 29 ms where the core "redis" layer
     # (a sorted set per channel, one pop per message per socket) falls seconds behind (README, Chat).

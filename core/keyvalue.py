@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from core.redis import DEFAULT_TIMEOUT_SECONDS, LoopRedis
+from core.redis import DEFAULT_TIMEOUT_SECONDS, LoopRedis, reconnect_once
 from fastpath.redis import LoopScripts
 
 
@@ -150,7 +150,7 @@ class RedisKeyValue:
         # The runner of `run`: the speed layer's with FAST_PATH (the rate limiter's call on every API request).
         self.scripts = LoopScripts(url, timeout=timeout, decode_responses=True) if settings.FAST_PATH else self.redis
         self.sync_client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=reconnect_once(), decode_responses=True
         )
         self._registered: dict[str, Script] = {}
         self._sync_scripts: dict[str, redis.commands.core.Script] = {}

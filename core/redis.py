@@ -1,14 +1,31 @@
-"""Async Redis clients for code that runs on event loops (requests, consumers, tests with a loop each)."""
+"""Redis clients: async ones for code that runs on event loops (requests, consumers, tests with a loop each), and
+the reconnect policy every Redis client of the service shares (these, django-redis, the channel layer)."""
 
 import asyncio
 import weakref
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 # A stuck Redis must fail a request quickly rather than hang it.
 DEFAULT_TIMEOUT_SECONDS = 2.0
 # Per event loop (so per server process), per client.
 MAX_CONNECTIONS = 64
+
+
+def reconnect_once() -> Retry:
+    """A pooled connection found dead (Redis restarted, or a proxy dropped it, since it was opened) is replaced and
+    the command sent once more, at once: redis-py's pools otherwise surface it as an error, a 503 for a request,
+    although Redis answers. Not on timeouts: a Redis that hangs must not be waited for twice."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def reconnect_once_async() -> AsyncRetry:
+    """`reconnect_once` for redis.asyncio clients."""
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 class LoopRedis:
@@ -40,6 +57,7 @@ class LoopRedis:
                 socket_connect_timeout=self.timeout,
                 socket_timeout=self.timeout,
                 health_check_interval=30,
+                retry=reconnect_once_async(),
                 decode_responses=self.decode_responses,
             )
             connection = (aioredis.Redis(connection_pool=pool), {})

@@ -1,11 +1,14 @@
 """Fault tests: the service against backing services that die. Each test kills only instances it started itself
-(a PostgreSQL cluster of its own on a free port), never the machine's shared PostgreSQL or Redis."""
+(a PostgreSQL cluster or a Redis server of its own, on a free port), never the machine's shared ones."""
 
 import glob
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -72,3 +75,44 @@ def private_postgres():
     server = PrivatePostgres()
     yield server
     server.remove()
+
+
+class PrivateRedis:
+    """A throwaway Redis server on 127.0.0.1 and a free port, killed and restarted (on the same port) at will."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def url(self, database: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as connection:
+                    connection.sendall(b"PING\r\n")
+                    if connection.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the private Redis did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: every connection to it dies, as when a node is lost."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis():
+    server = PrivateRedis()
+    yield server
+    server.kill()
