@@ -13,6 +13,7 @@ from django.http import HttpResponse
 
 from core.database import outage
 from core.errors import error_response
+from core.lifecycle import is_draining
 from core.logging import request_id_var, user_id_var
 from core.metrics import observe_request
 from core.paths import API_PREFIX
@@ -40,6 +41,7 @@ class ContractMiddleware:
     - Under /api/, a non-JSON error (an unknown path's `404`, a `405` from the router) becomes the contract's body.
     - Every response with a body in memory says its `Content-Length` (as Django's CommonMiddleware would).
     - A page that fails because the database is unavailable is a `503`, not a `500`.
+    - While the process drains before stopping, every response says `Connection: close`.
 
     Observability rides along in the same hop: the request's metrics (core/metrics.py), its span named by route,
     and one access log line (method, path without the query string, status, duration).
@@ -62,6 +64,10 @@ class ContractMiddleware:
         try:
             response = await self._respond(request)
             response["X-Request-ID"] = request_id
+            if is_draining():
+                # The process is about to stop: a keep-alive client takes its next request elsewhere instead of
+                # sending it on a connection that the shutdown will close under it.
+                response["Connection"] = "close"
             if not response.streaming and response.status_code not in _NO_BODY_STATUSES:
                 # Sized, so the server sends the body as it is instead of in chunked encoding.
                 response["Content-Length"] = str(len(response.content))

@@ -7,11 +7,14 @@ whole stop, which is what terminationGracePeriodSeconds in k8s/web.yaml is compu
 """
 
 import asyncio
+import http.client
 import json
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import websockets
@@ -114,3 +117,58 @@ async def test_the_grace_period_bounds_the_stop_even_with_a_request_that_never_e
     assert time.monotonic() - signalled < 1 + 5
     status, _, _ = await in_flight
     assert status != 200, "the request cut off by the grace period cannot have completed"
+
+
+def test_keep_alive_clients_are_sent_elsewhere_during_the_drain_and_no_request_is_dropped(slow_server):
+    """Clients that keep their connections open (a load balancer's, a service mesh's) would otherwise go on sending
+    on them until the shutdown closes them, and a request sent just then is lost. During the drain every answer
+    says `Connection: close`; like a load balancer that has taken the pod out, the clients open no new connection
+    once the drain is over, but go on using those they hold."""
+    server = slow_server("--drain-seconds", str(DRAIN_SECONDS), "--graceful-seconds", "5")
+    outcomes: list[tuple[float, str]] = []
+    signalled = [float("inf")]
+    lock = threading.Lock()
+
+    def record(outcome: str) -> None:
+        with lock:
+            outcomes.append((time.monotonic(), outcome))
+
+    def client() -> None:
+        connection = None
+        while server.process.poll() is None:
+            if connection is None:
+                if time.monotonic() > signalled[0] + DRAIN_SECONDS:
+                    return
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            try:
+                connection.request("GET", "/health")
+                response = connection.getresponse()
+                response.read()
+            except ConnectionRefusedError:
+                return
+            except (http.client.HTTPException, OSError):
+                record("dropped")
+                connection.close()
+                connection = None
+                continue
+            told_to_close = response.getheader("Connection", "").lower() == "close"
+            record("close" if told_to_close else "keep-alive")
+            if told_to_close:
+                connection.close()
+                connection = None
+            time.sleep(0.01)
+
+    with ThreadPoolExecutor(8) as pool:
+        clients = [pool.submit(client) for _ in range(8)]
+        time.sleep(1)
+        signalled[0] = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        for running in clients:
+            running.result(timeout=30)
+    assert server.process.wait(20) == 0
+
+    after_the_signal = [outcome for at, outcome in outcomes if at > signalled[0] + 0.2]
+    dropped = [at - signalled[0] for at, outcome in outcomes if outcome == "dropped"]
+    assert dropped == [], f"{len(dropped)} requests dropped, at these seconds after the signal: {dropped}"
+    assert after_the_signal and set(after_the_signal) == {"close"}, set(after_the_signal)
+    assert "keep-alive" in [outcome for at, outcome in outcomes if at < signalled[0]]
