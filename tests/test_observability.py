@@ -500,7 +500,7 @@ def test_request_counter_totals_are_right_across_server_processes(multiprocess_s
         # A fresh connection each time, so the kernel spreads them over both processes.
         assert http_json(f"{multiprocess_server.base_url}/api/v1/users/1")[0] == 404
     after = _scrape(multiprocess_server.base_url)
-    view = "api-1:get_user"
+    view = "api-1:user"
     assert _requests_for_view(after, view) - _requests_for_view(before, view) == 12
     latency = ("django_http_requests_latency_seconds_by_view_method_count", (("method", "GET"), ("view", view)))
     assert after[latency] - before.get(latency, 0) == 12

@@ -22,7 +22,7 @@ from django.conf import settings as s
 from django.utils.module_loading import import_string
 from django_redis.cache import RedisCache
 db = s.DATABASES["default"]
-print(json.dumps({
+print(json.dumps(default=repr, obj={
     "debug": s.DEBUG,
     "db_engine": db["ENGINE"], "db_name": db["NAME"], "conn_max_age": db.get("CONN_MAX_AGE"),
     "conn_health_checks": db.get("CONN_HEALTH_CHECKS"), "pool": db.get("OPTIONS", {}).get("pool"),
