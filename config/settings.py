@@ -238,23 +238,25 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Results live in the database (Job rows); no result backend to fill up.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# How often beat sends again the messages of jobs nobody is working on (jobs_requeue_stalled).
+JOB_SWEEP_SECONDS = env_int("JOB_SWEEP_SECONDS", 15, minimum=1)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-token-families": {"task": "accounts.tasks.purge_expired_token_families", "schedule": 3600},
     "purge-finished-jobs": {"task": "posts.tasks.purge_finished_jobs", "schedule": 3600},
     "purge-expired-sessions": {"task": "accounts.tasks.purge_expired_sessions", "schedule": 24 * 3600},
-    "requeue-stalled-jobs": {"task": "posts.tasks.requeue_stalled_jobs", "schedule": 300},
+    "requeue-stalled-jobs": {"task": "posts.tasks.requeue_stalled_jobs", "schedule": JOB_SWEEP_SECONDS},
 }
 
 # --- Jobs (exports) -------------------------------------------------------------------------------------
 # Finished jobs and their files are deleted this long after they end.
 JOB_RETENTION_SECONDS = env_int("JOB_RETENTION_SECONDS", 7 * 24 * 3600, minimum=60)
-# A job still queued this long after it was created is enqueued again (its message was lost before a worker
-# took it, e.g. the broker was down when the request committed).
-JOB_REQUEUE_AFTER_SECONDS = env_int("JOB_REQUEUE_AFTER_SECONDS", 10 * 60, minimum=10)
-# A running job whose worker wrote progress this recently is in hand: a duplicate message for it is dropped.
-# Shorter than the visibility timeout, so that the message of a worker that died is taken up when it comes back.
-JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=1)
+# A job still queued this long after the broker took its message is sent again: the broker may have lost it (a
+# restart without persistence). A duplicate costs a message: it finds the job in hand and is dropped.
+JOB_REQUEUE_AFTER_SECONDS = env_int("JOB_REQUEUE_AFTER_SECONDS", 45, minimum=10)
+# A running job's worker renews its lease this often over (every third of it): a job whose lease has passed has
+# lost its worker and is sent again by the sweep; a fresh one is in hand, and a duplicate message for it is dropped.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=1)
 if JOB_LEASE_SECONDS >= CELERY_VISIBILITY_TIMEOUT:
     raise ImproperlyConfigured("JOB_LEASE_SECONDS must be shorter than CELERY_VISIBILITY_TIMEOUT.")
 # Queued or running jobs one user may have at a time; more is refused with 429.

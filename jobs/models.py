@@ -39,8 +39,9 @@ class Job(models.Model):
     result_file = models.FileField(upload_to="exports/%Y/%m/%d/", blank=True, max_length=300)
     result_rows = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # When the job's message was last sent to the broker (created, retried, or requeued after it was lost).
-    enqueued_at = models.DateTimeField(default=timezone.now)
+    # When the broker last accepted the job's message; null until it has (the request's commit, a retry or the
+    # sweep sends it, and the sweep sends again what the broker never took: jobs_requeue_stalled).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # Refreshed while a worker makes progress: a fresh one tells a duplicate delivery that the job is in hand.
     heartbeat_at = models.DateTimeField(null=True, blank=True)

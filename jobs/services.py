@@ -10,8 +10,10 @@ later one discards its file. Side effects (enqueueing, the owner's notification)
 import csv
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TextIO
@@ -20,7 +22,7 @@ import orjson
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -127,13 +129,16 @@ def _replayed(job: Job, params: dict) -> Job:
 
 
 def _enqueue(job_id: int) -> None:
+    """Send the job's message; the job row records that the broker took it (the row is the outbox: a job whose
+    message was never taken has no `enqueued_at`, and the sweep sends it again within JOB_SWEEP_SECONDS)."""
     from jobs.tasks import run_export
 
     try:
         run_export.delay(job_id)
     except run_export.OperationalError:
-        # The broker is unreachable: the job stays queued and the periodic requeue sends it again.
-        logger.exception("could not enqueue export job %s; it will be requeued", job_id)
+        logger.error("could not enqueue export job %s (the broker is unreachable); the sweep sends it again", job_id)
+        return
+    Job.objects.filter(pk=job_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now())
 
 
 def export_run(*, job_id: int) -> None:
@@ -143,7 +148,10 @@ def export_run(*, job_id: int) -> None:
     if job is None:
         return
     fmt, scope = job.params["format"], job.params["scope"]
-    with span("export.run", **{"job.id": job.pk, "export.format": fmt, "export.scope": scope}) as current:
+    with (
+        _lease_kept(job.pk),
+        span("export.run", **{"job.id": job.pk, "export.format": fmt, "export.scope": scope}) as current,
+    ):
         rows = export_rows(scope=scope, owner_id=job.owner_id)
         total = rows.count()
         progress = _ProgressReporter(job.pk)
@@ -156,6 +164,32 @@ def export_run(*, job_id: int) -> None:
             name = default_storage.save(f"exports/job-{job.pk}.{fmt}", File(draft))
         current.set_attribute("export.rows", written)
     _export_succeeded(job.pk, name=name, rows=written)
+
+
+@contextmanager
+def _lease_kept(job_id: int) -> Iterator[None]:
+    """While an export runs, a thread of its own renews the job's lease (heartbeat_at) every third of
+    JOB_LEASE_SECONDS, so a slow step that reports no progress (a count, a large file's upload) is not taken for a
+    dead worker, and a dead worker's job is known as such once the lease has passed."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not stop.wait(settings.JOB_LEASE_SECONDS / 3):
+                Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+        except DatabaseError as exc:
+            # The export itself will meet the same error; its task retries.
+            logger.warning("export job %s: its lease could not be renewed: %s", job_id, exc)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    keeper = threading.Thread(target=renew, name=f"job-{job_id}-lease", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
 
 
 class _ProgressReporter:
@@ -253,7 +287,7 @@ def jobs_retry(*, job_ids: Iterable[int]) -> int:
             started_at=None,
             heartbeat_at=None,
             finished_at=None,
-            enqueued_at=timezone.now(),
+            enqueued_at=None,
         )
         for job_id in retried:
             transaction.on_commit(partial(_enqueue, job_id))
@@ -261,24 +295,28 @@ def jobs_retry(*, job_ids: Iterable[int]) -> int:
 
 
 def jobs_requeue_stalled() -> int:
-    """Enqueue again the jobs whose message was lost: still queued long after it was sent (the broker was down, or
-    lost its data), or running with no sign of life for longer than a redelivery would have taken."""
+    """Send again (beat, every JOB_SWEEP_SECONDS) the messages of jobs nobody is working on: queued jobs whose
+    message the broker never took, or took longer than JOB_REQUEUE_AFTER_SECONDS ago (it may have lost it: a
+    duplicate finds the job in hand and is dropped), and running jobs whose lease has passed (their worker died;
+    its own message comes back only after the visibility timeout, and then finds the job done)."""
     now = timezone.now()
-    wait = timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS)
-    not_sent_lately = Q(enqueued_at__lt=now - wait)
-    stalled_queued = Q(status=Job.Status.QUEUED)
-    abandoned = Q(
-        status=Job.Status.RUNNING,
-        heartbeat_at__lt=now - timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT) - wait,
+    # The request's own commit sends the message a moment after the row is written: not the sweep's to send.
+    never_taken = Q(status=Job.Status.QUEUED, enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=5))
+    maybe_lost = Q(
+        status=Job.Status.QUEUED, enqueued_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS)
+    )
+    lease = timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    abandoned = Q(status=Job.Status.RUNNING, heartbeat_at__lt=now - lease) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - lease)
     )
     with transaction.atomic():
         stalled = list(
             Job.objects.select_for_update(skip_locked=True)
-            .filter(not_sent_lately & (stalled_queued | abandoned))
+            .filter(never_taken | maybe_lost | abandoned)
             .values_list("pk", flat=True)
         )
-        # Once per wait at most: a long backlog must not collect a new copy of each message every beat.
-        Job.objects.filter(pk__in=stalled).update(enqueued_at=now)
+        # Taken again only once the broker has it (_enqueue); until then, every sweep tries.
+        Job.objects.filter(pk__in=stalled).update(enqueued_at=None)
         for job_id in stalled:
             transaction.on_commit(partial(_enqueue, job_id))
     return len(stalled)

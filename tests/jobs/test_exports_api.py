@@ -5,6 +5,7 @@ The end-to-end path through a real Celery worker is in test_exports_worker.py.""
 
 import csv
 import io
+import time
 from datetime import timedelta
 
 import orjson
@@ -235,14 +236,14 @@ def test_a_jsonl_export_of_everything_keeps_values_exactly(client, make_user, be
     assert sorted(line["id"] for line in lines) == sorted(post.pk for post in posts)
     first = next(line for line in lines if line["id"] == posts[0].pk)
     assert first["title"] == "-minus stays as is in JSON"
-    assert set(first) == set(exports.COLUMNS)
+    assert set(first) == set(exports.EXPORT_COLUMNS)
 
 
 def test_an_export_with_nothing_in_scope_is_a_header_only_file(client, make_user, bearer):
     user = make_user()
     job_id = start_export(client, bearer(user)).json()["id"]
     assert run(job_id).result_rows == 0
-    assert download(client, job_id, bearer(user))[1].decode().splitlines() == [",".join(exports.COLUMNS)]
+    assert download(client, job_id, bearer(user))[1].decode().splitlines() == [",".join(exports.EXPORT_COLUMNS)]
 
 
 def test_running_a_finished_job_again_changes_nothing(client, make_user, bearer, make_post):
@@ -366,3 +367,28 @@ def test_lost_jobs_are_enqueued_again_once_per_wait(make_user, make_job, broker_
         ("posts.tasks.run_export", [abandoned.pk]),
     ]
     assert exports.jobs_requeue_stalled() == 0
+
+
+def test_a_job_whose_message_the_broker_never_took_is_sent_by_the_next_sweep(make_user, make_job, broker_tasks):
+    """The job row is the outbox: `enqueued_at` is set only once the broker took the message."""
+    owner = make_user()
+    never_taken = make_job(owner, enqueued_at=None, created_at=timezone.now() - timedelta(seconds=10))
+    make_job(owner, enqueued_at=None)  # its request's commit is sending it right now
+    assert exports.jobs_requeue_stalled() == 1
+    assert broker_tasks() == [("posts.tasks.run_export", [never_taken.pk])]
+    never_taken.refresh_from_db()
+    assert never_taken.enqueued_at is not None
+    assert exports.jobs_requeue_stalled() == 0
+
+
+def test_a_running_export_keeps_its_lease_without_reporting_progress(make_user, make_job, settings):
+    """A slow step (a count, a large file's upload) reports no progress: the lease is renewed all the same."""
+    settings.JOB_LEASE_SECONDS = 0.3
+    started = timezone.now() - timedelta(seconds=60)
+    job = make_job(make_user(), status=Job.Status.RUNNING, heartbeat_at=started)
+    with exports._lease_kept(job.pk):
+        time.sleep(0.5)
+    renewed = Job.objects.get(pk=job.pk).heartbeat_at
+    assert renewed > started + timedelta(seconds=59)
+    time.sleep(0.3)
+    assert Job.objects.get(pk=job.pk).heartbeat_at == renewed  # and no longer once the export is over

@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 from django.db import connections
 
+from jobs import services
 from jobs.models import Job
 from posts.models import Post, PostStatus
 from tests.conftest import child_process_env
@@ -215,6 +216,66 @@ async def test_a_worker_killed_mid_export_loses_nothing(
     lines = [json.loads(line) for line in files[0].read_text().splitlines()]
     assert [line["id"] for line in lines] == await in_db(expected_ids, owner)
 
+    events = await job_events(socket, within=3)
+    await socket.close()
+    assert [(event["id"], event["status"]) for event in events] == [(job["id"], "succeeded")]
+
+
+# The production visibility timeout (the broker hands a dead worker's message on only after it), and a short lease.
+SLOW_REDELIVERY = {"CELERY_VISIBILITY_TIMEOUT": "1200", "JOB_LEASE_SECONDS": "3"}
+
+
+async def test_a_dead_workers_job_is_resumed_by_the_sweep_once_its_lease_has_passed(
+    configured_live_server_process, owner_posts, media_root, tmp_path, settings
+):
+    """Without waiting for the visibility timeout (20 minutes by default): the sweep (beat, every
+    JOB_SWEEP_SECONDS) sees the lease pass and sends the job again; it completes once, one file, one event."""
+    settings.JOB_LEASE_SECONDS = int(SLOW_REDELIVERY["JOB_LEASE_SECONDS"])
+    server = configured_live_server_process
+    (owner, token), _ = owner_posts
+    socket = await notification_socket(server, token)
+    env = child_process_env(**{"DJANGO_MEDIA_ROOT": str(media_root), **SLOW_EXPORT, **SLOW_REDELIVERY})
+
+    first = await asyncio.to_thread(WorkerProcess, env, tmp_path / "worker-1.log")
+    second = None
+    try:
+        status, job = await asyncio.to_thread(
+            http_json,
+            f"{server.base_url}/api/v2/exports",
+            method="POST",
+            body={"format": "csv"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert status == 202, job
+        await in_db(
+            wait_for_job, job["id"], lambda job: job.status == "running" and job.progress > 0, what="under way"
+        )
+        os.kill(first.process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.process.wait(timeout=10)
+        second = await asyncio.to_thread(WorkerProcess, env, tmp_path / "worker-2.log")
+
+        # Within the lease the job is in hand as far as anyone knows: the sweep leaves it alone.
+        assert await in_db(services.jobs_requeue_stalled) == 0
+        requeued = 0
+        while not requeued:
+            assert time.monotonic() - killed_at < 60, "the sweep never took the job back"
+            await asyncio.sleep(1)  # the sweep's beat, sped up
+            requeued = await in_db(services.jobs_requeue_stalled)
+        resumed_after = time.monotonic() - killed_at
+        done = await in_db(wait_for_job, job["id"], lambda job: job.is_finished, what="finished", worker=second)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+    assert requeued == 1
+    assert resumed_after < settings.JOB_LEASE_SECONDS + 2
+    assert (done.status, done.attempts) == (Job.Status.SUCCEEDED, 2)
+    files = list(media_root.rglob("*.csv"))
+    assert [path.name for path in files] == [os.path.basename(done.result_file.name)]
+    rows = list(csv.DictReader(io.StringIO(files[0].read_text())))
+    assert [int(row["id"]) for row in rows] == await in_db(expected_ids, owner)
     events = await job_events(socket, within=3)
     await socket.close()
     assert [(event["id"], event["status"]) for event in events] == [(job["id"], "succeeded")]
