@@ -141,7 +141,8 @@ def _pool() -> AsyncConnectionPool:
 
 
 async def close_pool() -> None:
-    """Closes the running loop's pool, if it has one (tests; a server's pool lives as long as its process)."""
+    """Closes the running loop's pool, if it has one; the next read opens a new one (after a database outage;
+    tests)."""
     loop = asyncio.get_running_loop()
     pool = _serving.get(loop)
     if pool is not None:
@@ -168,9 +169,8 @@ async def _execute(sql: str, params, *, binary: bool = False) -> list[tuple]:
         # PostgreSQL was down: this read probes with a fresh connection (on a thread: connecting blocks).
         conninfo = {key: value for key, value in _wrapper().get_connection_params().items() if key != "pool"}
         await asyncio.to_thread(outage.probe, conninfo)
-        if not _pool().closed:
-            # The connections pooled before the outage died with the server: dropped now, not on a request.
-            await _pool().check()
+        # Back: the loop's pool starts afresh, as Django's does (core/postgresql/base.py).
+        await close_pool()
     pool = _pool()
     if pool.closed:
         await pool.open()

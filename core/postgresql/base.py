@@ -1,8 +1,9 @@
 """Django's PostgreSQL backend, aware of outages (core/database.py): settings' ENGINE is "core.postgresql".
 
-Two public extension points, no copied internals: `get_new_connection` (every checkout from the pool) asks the
-outage first, and the pool's connections are of a class that reports a failed connect, which is how an outage is
-seen while the pool reconnects in the background.
+Public extension points, no copied internals: `get_new_connection` (every checkout from the pool) asks the outage
+first, and after one replaces the pool (`close_pool`: the next checkout opens a new one); the pool's connections are
+of a class that reports a failed connect, which is how an outage is seen while the pool reconnects in the
+background.
 """
 
 import psycopg
@@ -35,9 +36,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if outage.admit():
             # This request probes: a fresh connection outside the pool, which would make it wait out its timeout.
             outage.probe(conn_params)
-            if self.pool:
-                # The connections pooled before the outage died with the server: dropped now, not on a request.
-                self.pool.check()
+            # Back: a fresh pool. The old one's connections died with the server, and its reconnection waits in a
+            # backoff that grew with the outage (psycopg_pool doubles it up to minutes).
+            self.close_pool()
         try:
             return super().get_new_connection(conn_params)
         except psycopg.Error as exc:
