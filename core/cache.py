@@ -1,12 +1,16 @@
 """Best-effort use of the Django cache (django-redis): a cache that does not answer is a miss, not an error.
 
-The database stays the source of truth, so a Redis outage makes reads slower, never failing. Failures are logged
-and counted (`cache_errors_total`). Reads and fills use Django's async cache API: with FAST_PATH on, the speed
-layer's backend answers them on the event loop (fastpath/cache.py); otherwise the blocking client runs on an
-executor thread. Either way the event loop never waits on a socket.
+The database stays the source of truth, so a Redis outage makes reads slower, never failing. Failures are counted
+(`cache_errors_total`) and logged: a writer's each time, readers' (gets and fills) at most once per
+READ_FAILURES_LOGGED_EVERY seconds with how many were skipped, since in an outage every request's read fails.
+Reads and fills use Django's async cache API: with FAST_PATH on, the speed layer's backend answers them on the
+event loop (fastpath/cache.py); otherwise the blocking client runs on an executor thread. Either way the event
+loop never waits on a socket.
 """
 
 import logging
+import threading
+import time
 from contextlib import contextmanager
 
 from django.core.cache import cache
@@ -21,13 +25,43 @@ CACHE_ERRORS = Counter("cache_errors_total", "Cache operations that failed and w
 _UNAVAILABLE = (RedisError, ConnectionInterrupted, OSError)
 
 
+READ_FAILURES_LOGGED_EVERY = 10.0
+
+
+class _ReadFailures:
+    """Readers' failures, logged once per interval with their count rather than once per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_line_at = 0.0
+        self._skipped = 0
+
+    def log(self, operation: str, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._skipped += 1
+            if now < self._next_line_at:
+                return
+            self._next_line_at = now + READ_FAILURES_LOGGED_EVERY
+            skipped, self._skipped = self._skipped, 0
+        logger.warning(
+            "cache %s skipped: %s (%d reads and fills skipped since the last such line)", operation, exc, skipped
+        )
+
+
+_read_failures = _ReadFailures()
+
+
 @contextmanager
 def _tolerated(operation: str, level: int = logging.WARNING):
     try:
         yield
     except _UNAVAILABLE as exc:
         CACHE_ERRORS.labels(operation).inc()
-        logger.log(level, "cache %s skipped: %s", operation, exc)
+        if level == logging.WARNING:
+            _read_failures.log(operation, exc)
+        else:
+            logger.log(level, "cache %s skipped: %s", operation, exc)
 
 
 async def get(key: str):
