@@ -53,15 +53,15 @@ _read_failures = _ReadFailures()
 
 
 @contextmanager
-def _tolerated(operation: str, level: int = logging.WARNING):
+def _tolerated(operation: str, *, writer: bool = False):
     try:
         yield
     except _UNAVAILABLE as exc:
         CACHE_ERRORS.labels(operation).inc()
-        if level == logging.WARNING:
-            _read_failures.log(operation, exc)
+        if writer:
+            logger.error("cache %s skipped: %s", operation, exc)
         else:
-            logger.log(level, "cache %s skipped: %s", operation, exc)
+            _read_failures.log(operation, exc)
 
 
 async def get(key: str):
@@ -89,12 +89,12 @@ async def set_value(key: str, value, ttl: int | None) -> None:
 def set_many_now(mapping: dict, ttl: int | None) -> None:
     if not mapping:
         return
-    with _tolerated("set", logging.ERROR):
+    with _tolerated("set", writer=True):
         cache.set_many(mapping, ttl)
 
 
 def delete_many_now(keys: list[str]) -> None:
     if not keys:
         return
-    with _tolerated("delete", logging.ERROR):
+    with _tolerated("delete", writer=True):
         cache.delete_many(keys)

@@ -167,8 +167,7 @@ def _adapters(wrapper, django_adapters: AdaptersMap) -> AdaptersMap:
 async def _execute(sql: str, params, *, binary: bool = False) -> list[tuple]:
     if outage.admit():
         # PostgreSQL was down: this read probes with a fresh connection (on a thread: connecting blocks).
-        conninfo = {key: value for key, value in _wrapper().get_connection_params().items() if key != "pool"}
-        await asyncio.to_thread(outage.probe, conninfo)
+        await asyncio.to_thread(outage.probe, _wrapper().get_connection_params())
         # Back: the loop's pool starts afresh, as Django's does (core/postgresql/base.py).
         await close_pool()
     pool = _pool()

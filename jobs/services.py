@@ -206,9 +206,8 @@ class _ProgressReporter:
         now = time.monotonic()
         if now - self.last_write >= self.min_interval:
             self.last_write = now
-            Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
-                progress=percent, heartbeat_at=timezone.now()
-            )
+            # The lease (heartbeat_at) is _lease_kept's.
+            Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(progress=percent)
 
 
 @transaction.atomic

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import UNLIMITED_RATE_LIMITS
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 CONFIG = Path(__file__).parent / "schemathesis" / "schemathesis.toml"
@@ -20,13 +22,7 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 @pytest.fixture
 def child_process_overrides():
-    # The limiter would answer most of the run with 429s (documented, but it would hide what lies behind them).
-    return {
-        "RATE_LIMIT_READ_LIMIT": "1000000",
-        "RATE_LIMIT_WRITE_RATE": "100000",
-        "RATE_LIMIT_WRITE_BURST": "100000",
-        "RATE_LIMIT_AUTH_LIMIT": "1000000",
-    }
+    return UNLIMITED_RATE_LIMITS
 
 
 @pytest.fixture

@@ -14,25 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD, child_process_env
-from tests.helpers import ServerProcess, http_json, run_manage
+from tests.helpers import UNLIMITED_RATE_LIMITS, ServerProcess, http_json, run_manage
 
 CLIENTS = 8
 # How long the database stays down, and the bounds the service must keep.
 OUTAGE_SECONDS = 6
 FAST_ANSWER_SECONDS = 1.0
 RECOVERY_SECONDS = 10
-UNLIMITED = {
-    "RATE_LIMIT_READ_LIMIT": "1000000",
-    "RATE_LIMIT_WRITE_RATE": "100000",
-    "RATE_LIMIT_WRITE_BURST": "100000",
-    "RATE_LIMIT_AUTH_LIMIT": "1000000",
-}
 
 
 @pytest.fixture(scope="module")
 def service(private_postgres, tmp_path_factory):
     """A server process whose database is the private cluster, with a user, a token and a post to read."""
-    env = child_process_env(DATABASE_URL=private_postgres.url(), RESPONSE_CACHE="false", **UNLIMITED)
+    env = child_process_env(DATABASE_URL=private_postgres.url(), RESPONSE_CACHE="false", **UNLIMITED_RATE_LIMITS)
     migrated = run_manage("migrate", "--noinput", env=env, timeout=300)
     assert migrated.returncode == 0, migrated.stderr
     server = ServerProcess(env, tmp_path_factory.mktemp("outage") / "server.log")

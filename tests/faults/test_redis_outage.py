@@ -10,17 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import DEFAULT_PASSWORD, child_process_env
-from tests.helpers import ServerProcess, http_json
+from tests.helpers import UNLIMITED_RATE_LIMITS, ServerProcess, http_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONCURRENT = 40
-UNLIMITED = {
-    "RATE_LIMIT_READ_LIMIT": "1000000",
-    "RATE_LIMIT_WRITE_RATE": "100000",
-    "RATE_LIMIT_WRITE_BURST": "100000",
-    "RATE_LIMIT_AUTH_LIMIT": "1000000",
-}
 
 
 def _burst(url: str, headers: dict, count: int = CONCURRENT, method: str = "GET") -> list[tuple[int, str | None]]:
@@ -36,7 +30,7 @@ def _burst(url: str, headers: dict, count: int = CONCURRENT, method: str = "GET"
 
 @pytest.mark.parametrize("quiet_seconds", [0, 5])
 def test_no_request_is_refused_once_redis_is_back(private_redis, tmp_path, quiet_seconds):
-    env = child_process_env(REDIS_URL=private_redis.url(), **UNLIMITED)
+    env = child_process_env(REDIS_URL=private_redis.url(), **UNLIMITED_RATE_LIMITS)
     server = ServerProcess(env, tmp_path / "server.log")
     try:
         api = f"{server.base_url}/api/v2"

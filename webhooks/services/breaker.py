@@ -140,8 +140,14 @@ class Breaker:
         self.prefix = prefix
 
     def _run(self, script: Script, host: str, args: list, *, unavailable):
+        return self._failing_open(
+            self.keyvalue.run_sync, script, [f"{self.prefix}:{host}"], args, unavailable=unavailable
+        )
+
+    @staticmethod
+    def _failing_open(call, *args, unavailable):
         try:
-            return self.keyvalue.run_sync(script, [f"{self.prefix}:{host}"], args)
+            return call(*args)
         except KeyValueUnavailable as exc:
             logger.warning("webhook circuit breaker unavailable (%s): failing open", exc)
             return unavailable
@@ -160,10 +166,7 @@ class Breaker:
         return bool(self._run(FAILURE, host, args, unavailable=0))
 
     def success(self, host: str) -> None:
-        try:
-            self.keyvalue.delete_sync(f"{self.prefix}:{host}")
-        except KeyValueUnavailable as exc:
-            logger.warning("webhook circuit breaker unavailable (%s): failing open", exc)
+        self._failing_open(self.keyvalue.delete_sync, f"{self.prefix}:{host}", unavailable=None)
 
     def release(self, host: str) -> None:
         self._run(RELEASE, host, [], unavailable=0)
